@@ -1,0 +1,183 @@
+"""The keys that wrap each object's data key: a local master key or AWS KMS.
+
+Every object gets a fresh AES-256 data key from the AWS Encryption SDK; these
+classes only decide what wraps that data key. A local key is for the lab and
+development; production wraps with one KMS key per region so that either
+region alone can decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+
+from .errors import ConfigError, KeyUnavailable
+
+try:
+    import boto3
+    from aws_encryption_sdk.identifiers import EncryptionKeyType, WrappingAlgorithm
+    from aws_encryption_sdk.key_providers.kms import MRKAwareStrictAwsKmsMasterKeyProvider
+    from aws_encryption_sdk.key_providers.raw import RawMasterKey, WrappingKey
+except ImportError:  # reported by require_encryption_sdk()
+    RawMasterKey = None
+
+LOCAL_PROVIDER_ID = "cosmic-backup-local"
+KEY_FILE_FORMAT = "cosmic-backup local master key"
+RECOVERY_CHECKSUM_BYTES = 4
+
+
+def require_encryption_sdk() -> None:
+    if RawMasterKey is None:
+        raise ConfigError(
+            "the AWS Encryption SDK is not installed: pip install 'aws-encryption-sdk<4' boto3"
+        )
+
+
+def local_key_id(key: bytes) -> str:
+    """A stable, public name for a key: never enough to recover it."""
+    return "local-" + hashlib.sha256(b"cosmic-backup key id\0" + key).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LocalKey:
+    """A 256-bit master key kept in a file only its owner can read."""
+
+    key: bytes
+
+    @property
+    def key_id(self) -> str:
+        return local_key_id(self.key)
+
+    @property
+    def key_ids(self) -> list[str]:
+        return [self.key_id]
+
+    @classmethod
+    def generate(cls) -> LocalKey:
+        return cls(secrets.token_bytes(32))
+
+    @classmethod
+    def load(cls, path: str) -> LocalKey:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+            key = base64.b64decode(document["key"], validate=True)
+        except FileNotFoundError:
+            raise KeyUnavailable(
+                f"local master key {path} does not exist: restore it from safekeeping with "
+                "`cosmic-backup key import` and the printed recovery code"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise KeyUnavailable(f"local master key {path} is unreadable: {error}") from None
+        if len(key) != 32 or document.get("key_id") != local_key_id(key):
+            raise KeyUnavailable(f"local master key {path} is damaged: its key id does not match")
+        return cls(key)
+
+    def save(self, path: str, *, overwrite: bool = False) -> None:
+        """Write the key file with mode 0600, atomically; never replaces another key silently."""
+        if os.path.exists(path) and not overwrite:
+            existing = LocalKey.load(path)
+            if existing.key != self.key:
+                raise KeyUnavailable(
+                    f"{path} already holds another key ({existing.key_id}); move it away first"
+                )
+            return
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        temp = f"{path}.tmp-{secrets.token_hex(4)}"
+        document = {
+            "format": KEY_FILE_FORMAT,
+            "version": 1,
+            "key_id": self.key_id,
+            "key": base64.b64encode(self.key).decode(),
+        }
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+
+    def recovery_code(self) -> str:
+        """The key as printable groups with a checksum, for paper or a password safe."""
+        checksum = hashlib.sha256(self.key).digest()[:RECOVERY_CHECKSUM_BYTES]
+        text = base64.b32encode(self.key + checksum).decode().rstrip("=")
+        return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+    @classmethod
+    def from_recovery_code(cls, code: str) -> LocalKey:
+        text = "".join(code.split()).replace("-", "").upper()
+        text = text.replace("0", "O").replace("1", "I").replace("8", "B")  # read-back slips
+        try:
+            raw = base64.b32decode(text + "=" * (-len(text) % 8))
+        except ValueError:
+            raise KeyUnavailable(
+                "the recovery code has characters that are not in it: use A-Z and 2-7"
+            ) from None
+        key, checksum = raw[:-RECOVERY_CHECKSUM_BYTES], raw[-RECOVERY_CHECKSUM_BYTES:]
+        if len(key) != 32 or hashlib.sha256(key).digest()[:RECOVERY_CHECKSUM_BYTES] != checksum:
+            raise KeyUnavailable(
+                "the recovery code does not check out: a group is mistyped or missing"
+            )
+        return cls(key)
+
+    def master_key_provider(self):
+        require_encryption_sdk()
+        return RawMasterKey(
+            provider_id=LOCAL_PROVIDER_ID,
+            key_id=self.key_id.encode(),
+            wrapping_key=WrappingKey(
+                wrapping_algorithm=WrappingAlgorithm.AES_256_GCM_IV12_TAG16_NO_PADDING,
+                wrapping_key=self.key,
+                wrapping_key_type=EncryptionKeyType.SYMMETRIC,
+            ),
+        )
+
+
+class _EndpointKmsProvider(MRKAwareStrictAwsKmsMasterKeyProvider if RawMasterKey else object):
+    """The SDK's KMS provider, with clients aimed at a configured endpoint."""
+
+    endpoint_url: str | None = None
+
+    def add_regional_client(self, region_name):
+        if region_name not in self._regional_clients:
+            session = boto3.session.Session(botocore_session=self.config.botocore_session)
+            client = session.client(
+                "kms", region_name=region_name, endpoint_url=self.endpoint_url,
+                config=self._user_agent_adding_config,
+            )
+            self._register_client(client, region_name)
+            self._regional_clients[region_name] = client
+
+
+@dataclass(frozen=True)
+class KmsKeys:
+    """KMS keys by ARN, the primary region's first; each wraps every data key."""
+
+    key_arns: tuple[str, ...]
+    endpoint_url: str | None = None
+
+    def __post_init__(self):
+        if not self.key_arns:
+            raise ConfigError("no KMS key ARNs configured: set keys.kms_key_arns")
+        for arn in self.key_arns:
+            if not arn.startswith("arn:") or ":kms:" not in arn:
+                raise ConfigError(
+                    f"{arn!r} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"
+                )
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self.key_arns)
+
+    def master_key_provider(self):
+        require_encryption_sdk()
+        provider_class = type(
+            "KmsProvider", (_EndpointKmsProvider,), {"endpoint_url": self.endpoint_url}
+        )
+        return provider_class(key_ids=list(self.key_arns))

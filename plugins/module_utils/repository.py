@@ -1,0 +1,482 @@
+"""Backups in one or more repositories: write everywhere, read with failover.
+
+``Vault`` is the engine's front door. It writes each backup to every
+configured repository (primary first), reads from the primary and falls back
+to the secondary when an object is missing, unreadable or fails
+authentication, and verifies stored data object by object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import platform
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+from . import catalog
+from .audit import AuditLog
+from .catalog import BackupRef
+from .errors import BackupError, IntegrityError, KeyUnavailable, StorageError
+from .sealing import FRAME_LENGTH, MIB, Compression, OpenedObject, encryption_context, seal
+from .storage import Storage
+from .version import VERSION
+
+INCOMPLETE_GRACE_SECONDS = 24 * 3600  # a running backup is never younger than this
+
+
+@dataclass(frozen=True)
+class Repository:
+    name: str  # "primary", "secondary", ...
+    storage: Storage
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.storage.url})"
+
+
+@dataclass
+class BackupListing:
+    ref: BackupRef
+    copies: dict[str, int] = field(default_factory=dict)  # repository name -> stored bytes
+
+    @property
+    def id(self) -> str:
+        return self.ref.id
+
+
+@dataclass
+class ObjectCheck:
+    repository: str
+    name: str
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    backup_id: str
+    checks: list[ObjectCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def first_failure(self) -> ObjectCheck | None:
+        return next((check for check in self.checks if not check.ok), None)
+
+
+class Vault:
+    """Backups kept in ordered repositories (the first is the primary) under one set of keys."""
+
+    def __init__(self, repositories: list[Repository], keys, audit: AuditLog | None = None,
+                 compression: Compression | None = None):
+        if not repositories:
+            raise BackupError("no repository configured: add at least a primary")
+        self.repositories = repositories
+        self._keys = keys  # or a function that loads them: listing needs no key
+        self.audit = audit or AuditLog(None)
+        self.compression = compression or Compression()
+
+    @property
+    def keys(self):
+        if callable(self._keys):
+            self._keys = self._keys()
+        return self._keys
+
+    @property
+    def primary(self) -> Repository:
+        return self.repositories[0]
+
+    # -- catalog ----------------------------------------------------------
+
+    def list(self, kind: str | None = None) -> list[BackupListing]:
+        """Every complete backup in any repository, oldest first, from names alone."""
+        listings: dict[str, BackupListing] = {}
+        failures = []
+        for repository in self.repositories:
+            try:
+                complete, sizes = self._scan(repository, kind)
+            except StorageError as error:
+                failures.append(str(error))
+                continue
+            for ref in complete:
+                listing = listings.setdefault(ref.id, BackupListing(ref))
+                listing.copies[repository.name] = sizes.get(ref.id, 0)
+        if len(failures) == len(self.repositories):
+            raise StorageError("no repository can be listed: " + "; ".join(failures))
+        return sorted(listings.values(), key=lambda listing: listing.ref)
+
+    def _scan(self, repository: Repository, kind: str | None):
+        prefix = f"backups/{kind}" if kind else "backups"
+        complete, sizes = [], {}
+        for stored in repository.storage.list(prefix):
+            parts = stored.key.split("/")
+            if len(parts) < 4:
+                continue
+            ref = BackupRef.parse(parts[2])
+            if ref is None or ref.kind != parts[1]:
+                continue
+            sizes[ref.id] = sizes.get(ref.id, 0) + stored.size
+            if len(parts) == 4 and parts[3] == catalog.MANIFEST_NAME:
+                complete.append(ref)
+        return complete, sizes
+
+    def select(self, selector: str, kind: str | None = None) -> BackupRef:
+        return catalog.select((item.ref for item in self.list(kind)), selector, kind)
+
+    # -- writing ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def new_backup(self, kind: str, meta: dict[str, Any] | None = None) -> Iterator[BackupWriter]:
+        """Write a backup; it becomes selectable only when the block ends without error."""
+        self.primary.storage.probe()
+        writer = BackupWriter(self, catalog.new_backup_id(kind), kind, dict(meta or {}))
+        try:
+            yield writer
+        except BaseException as error:
+            writer.abandon(error)
+            raise
+        writer.finish()
+
+    # -- reading ----------------------------------------------------------
+
+    def manifest(self, ref: BackupRef) -> dict[str, Any]:
+        """The decrypted manifest, from the first repository that yields a sound copy."""
+        reader = self._open_with_failover(
+            ref, catalog.MANIFEST_NAME, catalog.manifest_key(ref.kind, ref.id), None, None
+        )
+        with reader:
+            document = json.loads(reader.read())
+        if document.get("id") != ref.id or document.get("format") != catalog.MANIFEST_FORMAT:
+            raise IntegrityError(f"the manifest of {ref.id} describes another backup")
+        return document
+
+    def open_object(self, ref: BackupRef, name: str,
+                    manifest: dict[str, Any] | None = None) -> BinaryIO:
+        """A verified plaintext stream of one object, failing over between repositories."""
+        manifest = manifest or self.manifest(ref)
+        entry = _manifest_entry(manifest, name)
+        return self._open_with_failover(
+            ref, name, catalog.object_key(ref.kind, ref.id, name), entry["size"], entry["sha256"]
+        )
+
+    def _open_with_failover(self, ref, name, key, size, sha256) -> FailoverReader:
+        context = encryption_context(ref.id, name)
+
+        def opener(repository: Repository):
+            def open_copy():
+                where = f"{key} in {repository.describe()}"
+                return OpenedObject(repository.storage.reader(key), self.keys, context,
+                                    expected_size=None, expected_sha256=None, where=where)
+            return open_copy
+
+        return FailoverReader(
+            [(repository.name, opener(repository)) for repository in self.repositories],
+            expected_size=size, expected_sha256=sha256, describe=f"{name} of {ref.id}",
+            on_failure=lambda repository, error: self.audit.record(
+                "read", backup_id=ref.id, repository=repository, object=name,
+                result="failed", error=str(error)),
+        )
+
+    # -- verification ------------------------------------------------------
+
+    def verify(self, ref: BackupRef) -> VerifyReport:
+        """Decrypt every object of every copy and compare it with the manifest."""
+        manifest = self.manifest(ref)
+        checks = []
+        for repository in self.repositories:
+            checks.extend(self._verify_copy(repository, ref, manifest))
+        report = VerifyReport(ref.id, checks)
+        for repository in self.repositories:
+            mine = [check for check in checks if check.repository == repository.name]
+            failed = next((check for check in mine if not check.ok), None)
+            self.audit.record(
+                "verify", backup_id=ref.id, repository=repository.name,
+                result="ok" if failed is None else "failed",
+                objects=len(mine), error=failed.error if failed else None,
+            )
+        return report
+
+    def _verify_copy(self, repository, ref, manifest) -> list[ObjectCheck]:
+        entries = [{"name": catalog.MANIFEST_NAME, "size": None, "sha256": None},
+                   *manifest["objects"]]
+        checks = []
+        for entry in entries:
+            name = entry["name"]
+            key = (catalog.manifest_key(ref.kind, ref.id) if name == catalog.MANIFEST_NAME
+                   else catalog.object_key(ref.kind, ref.id, name))
+            where = f"{key} in {repository.describe()}"
+            try:
+                with OpenedObject(repository.storage.reader(key), self.keys,
+                                  encryption_context(ref.id, name), where=where,
+                                  expected_size=entry["size"], expected_sha256=entry["sha256"],
+                                  ) as plain:
+                    while plain.read(4 * MIB):
+                        pass
+                checks.append(ObjectCheck(repository.name, name, True))
+            except KeyUnavailable:
+                raise
+            except BackupError as error:
+                checks.append(ObjectCheck(repository.name, name, False, str(error)))
+        return checks
+
+    # -- housekeeping ------------------------------------------------------
+
+    def remove_incomplete(self, older_than: float = INCOMPLETE_GRACE_SECONDS) -> list[str]:
+        """Remove what interrupted runs left behind: temporary writes, abandoned
+        multipart uploads, and backup folders that never got a manifest."""
+        removed = []
+        cutoff = datetime.now(UTC).timestamp() - older_than
+        for repository in self.repositories:
+            storage = repository.storage
+            removed += [f"{repository.name}:{key}" for key in storage.remove_incomplete(older_than)]
+            objects: dict[str, list] = {}
+            complete = set()
+            for stored in storage.list("backups"):
+                parts = stored.key.split("/")
+                if len(parts) < 4:
+                    continue
+                objects.setdefault(parts[2], []).append(stored)
+                if len(parts) == 4 and parts[3] == catalog.MANIFEST_NAME:
+                    complete.add(parts[2])
+            for backup_id, items in objects.items():
+                if backup_id in complete or max(item.modified for item in items) > cutoff:
+                    continue
+                for item in items:
+                    storage.delete(item.key)
+                    removed.append(f"{repository.name}:{item.key}")
+                self.audit.record("delete", backup_id=backup_id, repository=repository.name,
+                                  result="ok", reason="incomplete backup", objects=len(items))
+        return removed
+
+
+def _manifest_entry(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    for entry in manifest["objects"]:
+        if entry["name"] == name:
+            return entry
+    names = ", ".join(entry["name"] for entry in manifest["objects"]) or "none"
+    raise BackupError(f"backup {manifest['id']} has no object {name!r} (it has: {names})")
+
+
+class BackupWriter:
+    """Seals objects into every repository that is still healthy.
+
+    A primary failure aborts the backup; a secondary failure drops that copy
+    and becomes a warning, so one broken offsite link never costs a backup.
+    """
+
+    def __init__(self, vault: Vault, backup_id: str, kind: str, meta: dict[str, Any]):
+        self.vault = vault
+        self.id = backup_id
+        self.kind = kind
+        self.meta = meta
+        self.objects: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self.healthy = list(vault.repositories)
+        self.started = datetime.now(UTC)
+        self.ref = BackupRef.parse(backup_id)
+
+    def add_stream(self, name: str, source: BinaryIO) -> dict[str, Any]:
+        """Seal everything ``source`` yields as object ``name``."""
+        catalog.check_object_name(name)
+        if name == catalog.MANIFEST_NAME or any(o["name"] == name for o in self.objects):
+            raise BackupError(f"object name {name!r} is already used in this backup")
+        key = catalog.object_key(self.kind, self.id, name)
+        sealed = self._seal_everywhere(key, name, source)
+        entry = {"name": name, "size": sealed.size, "sha256": sealed.sha256,
+                 "stored_size": sealed.stored_size}
+        self.objects.append(entry)
+        return entry
+
+    def add_bytes(self, name: str, data: bytes) -> dict[str, Any]:
+        return self.add_stream(name, io.BytesIO(data))
+
+    def _seal_everywhere(self, key: str, name: str, source: BinaryIO):
+        writers = {}
+        for repository in list(self.healthy):
+            try:
+                writers[repository.name] = repository.storage.writer(key)
+            except StorageError as error:
+                self._lose(repository, error, writers)
+
+        def write(chunk: bytes) -> None:
+            for repository in list(self.healthy):
+                try:
+                    writers[repository.name].write(chunk)
+                except StorageError as error:
+                    self._lose(repository, error, writers)
+
+        try:
+            sealed = seal(source, self.vault.keys, encryption_context(self.id, name), write,
+                          self.vault.compression)
+            for repository in list(self.healthy):
+                try:
+                    writers[repository.name].commit()
+                except StorageError as error:
+                    self._lose(repository, error, writers)
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        return sealed
+
+    def _lose(self, repository: Repository, error: StorageError, writers: dict) -> None:
+        """A repository failed mid-backup: fatal for the primary, a warning otherwise."""
+        writer = writers.pop(repository.name, None)
+        if writer is not None:
+            writer.abort()
+        if repository is self.vault.primary:
+            raise error
+        self.healthy.remove(repository)
+        self.warnings.append(f"the {repository.name} copy of {self.id} failed and was "
+                             f"dropped: {error}")
+
+    def finish(self) -> None:
+        """Write the manifest last, primary first: only now does the backup exist."""
+        manifest = {
+            "format": catalog.MANIFEST_FORMAT,
+            "version": catalog.MANIFEST_VERSION,
+            "id": self.id,
+            "kind": self.kind,
+            "started": self.started.isoformat(),
+            "completed": datetime.now(UTC).isoformat(),
+            "host": socket.gethostname(),
+            "tool": _tool_versions(),
+            "keys": self.vault.keys.key_ids,
+            "encryption": {"format": "aws-encryption-sdk", "frame_length": FRAME_LENGTH,
+                           "algorithm": "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"},
+            "compression": {"format": "zstd", "level": self.vault.compression.level},
+            "objects": self.objects,
+            "meta": self.meta,
+        }
+        data = json.dumps(manifest, sort_keys=True).encode()
+        self._seal_everywhere(catalog.manifest_key(self.kind, self.id), catalog.MANIFEST_NAME,
+                              io.BytesIO(data))
+        stored = sum(entry["stored_size"] for entry in self.objects)
+        for repository in self.vault.repositories:
+            ok = repository in self.healthy
+            self.vault.audit.record(
+                "write", backup_id=self.id, repository=repository.name,
+                result="ok" if ok else "failed", kind=self.kind,
+                objects=len(self.objects), stored_bytes=stored if ok else None,
+            )
+        self.manifest = manifest
+
+    def abandon(self, error: BaseException) -> None:
+        for repository in self.vault.repositories:
+            self.vault.audit.record("write", backup_id=self.id, repository=repository.name,
+                                    result="failed", kind=self.kind,
+                                    error=str(error) or type(error).__name__)
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {"cosmic_backup": VERSION, "python": platform.python_version()}
+    from importlib import metadata
+
+    for package in ("aws-encryption-sdk", "zstandard", "boto3"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return versions
+
+
+class FailoverReader(io.RawIOBase):
+    """Reads one object from the first repository that can deliver it.
+
+    If a copy fails part-way (missing, unreadable, failed authentication), the
+    next copy is opened and the bytes already delivered are skipped, so the
+    reader sees one seamless stream. Its size and SHA-256 are checked at the end.
+    """
+
+    def __init__(self, openers, *, expected_size, expected_sha256, describe, on_failure):
+        super().__init__()
+        import hashlib
+
+        self._openers = list(openers)
+        self._expected = (expected_size, expected_sha256)
+        self._describe = describe
+        self._on_failure = on_failure
+        self._hash = hashlib.sha256()
+        self._delivered = 0
+        self._current: BinaryIO | None = None
+        self._failures: list[str] = []
+        self._done = False
+        self.used: str | None = None  # the repository that delivered the end
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_copy(self) -> None:
+        while self._openers:
+            name, opener = self._openers.pop(0)
+            try:
+                copy = opener()
+                skip = self._delivered
+                while skip:
+                    chunk = copy.read(min(skip, 4 * MIB))
+                    if not chunk:
+                        raise IntegrityError(f"{name} copy is shorter than the one it replaces")
+                    skip -= len(chunk)
+                self._current, self.used = copy, name
+                return
+            except KeyUnavailable:
+                raise
+            except BackupError as error:
+                self._record(name, error)
+        raise IntegrityError(
+            f"no repository holds a sound copy of {self._describe}: " + "; ".join(self._failures)
+        )
+
+    def _record(self, name: str, error: BackupError) -> None:
+        self._failures.append(f"{name}: {error}")
+        self._on_failure(name, error)
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self._failures)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(4 * MIB), b""))
+        while True:
+            if self._done:
+                return b""
+            if self._current is None:
+                self._next_copy()
+            try:
+                data = self._current.read(size)
+            except KeyUnavailable:
+                raise
+            except BackupError as error:
+                self._current.close()
+                self._current = None
+                self._record(self.used, error)
+                continue
+            if data:
+                self._hash.update(data)
+                self._delivered += len(data)
+                return data
+            self._done = True
+            self._check_end()
+            return b""
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _check_end(self) -> None:
+        size, sha256 = self._expected
+        if size is not None and self._delivered != size:
+            raise IntegrityError(f"{self._describe}: read {self._delivered} bytes, "
+                                 f"the manifest says {size}")
+        if sha256 is not None and self._hash.hexdigest() != sha256:
+            raise IntegrityError(f"{self._describe} does not match the SHA-256 in its manifest")
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+        super().close()

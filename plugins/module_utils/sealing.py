@@ -1,0 +1,259 @@
+"""Seal and open objects: zstd compression inside an AWS Encryption SDK message.
+
+A sealed object is one Encryption SDK message (unsigned committing suite
+AES-256-GCM-HKDF-SHA512-COMMIT-KEY, 1 MiB frames) whose plaintext is one zstd
+frame. Its encryption context names the backup and the object, so an object
+copied or swapped into another place fails to open. Standard tools can open it
+(see docs/repository-format.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .errors import ConfigError, IntegrityError, KeyUnavailable
+from .pipes import ReadAhead, WriteBehind
+
+try:
+    import aws_encryption_sdk
+    import zstandard
+    from aws_encryption_sdk.exceptions import (
+        AWSEncryptionSDKClientError,
+        DecryptKeyError,
+        MasterKeyProviderError,
+    )
+    from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
+    from aws_encryption_sdk.internal.formatting.deserialize import deserialize_header
+    from cryptography.exceptions import InvalidTag
+except ImportError:  # reported by _client()
+    aws_encryption_sdk = None
+
+MIB = 1 << 20
+FRAME_LENGTH = MIB
+MAX_ENCRYPTED_DATA_KEYS = 8
+CONTEXT_PREFIX = "cosmic-backup:"
+
+
+@dataclass(frozen=True)
+class Compression:
+    level: int = 3
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class SealedSize:
+    size: int  # plaintext bytes
+    sha256: str  # of the plaintext
+    stored_size: int  # ciphertext bytes
+
+
+def _client():
+    if aws_encryption_sdk is None:
+        raise ConfigError(
+            "sealing needs the AWS Encryption SDK and zstandard: "
+            "pip install 'aws-encryption-sdk<4' zstandard"
+        )
+    return aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
+        max_encrypted_data_keys=MAX_ENCRYPTED_DATA_KEYS,
+    )
+
+
+def encryption_context(backup_id: str, name: str) -> dict[str, str]:
+    return {f"{CONTEXT_PREFIX}backup": backup_id, f"{CONTEXT_PREFIX}object": name}
+
+
+class HashingReader(io.RawIOBase):
+    """Counts and hashes what passes through, in either direction."""
+
+    def __init__(self, source: BinaryIO):
+        super().__init__()
+        self._source = source
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def seal(
+    source: BinaryIO,
+    keys,
+    context: Mapping[str, str],
+    write: Callable[[bytes], None],
+    compression: Compression | None = None,
+) -> SealedSize:
+    """Compress and encrypt ``source`` until EOF, handing ciphertext to ``write``.
+
+    Reading and hashing run ahead in one thread, zstd in its own workers,
+    encryption here, and ``write`` in a thread behind: the stages overlap.
+    """
+    compression = compression or Compression()
+    digest = hashlib.sha256()
+    size = 0
+
+    def account(chunk: bytes) -> None:
+        nonlocal size
+        digest.update(chunk)
+        size += len(chunk)
+
+    compressor = zstandard.ZstdCompressor(level=compression.level, threads=compression.threads)
+    plaintext = ReadAhead(source, 4 * MIB, depth=4, transform=account)
+    sink = WriteBehind(write, depth=8)
+    stored = 0
+    try:
+        with compressor.stream_reader(plaintext, read_size=MIB, closefd=False) as compressed, \
+                _client().stream(
+                    mode="e",
+                    source=compressed,
+                    key_provider=keys.master_key_provider(),
+                    encryption_context=dict(context),
+                    algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+                    frame_length=FRAME_LENGTH,
+                ) as encryptor:
+            try:
+                while chunk := encryptor.read(FRAME_LENGTH):
+                    sink.put(chunk)
+                    stored += len(chunk)
+            except AWSEncryptionSDKClientError as error:
+                raise KeyUnavailable(
+                    f"cannot wrap a data key with {keys.key_ids}: {error}"
+                ) from None
+    finally:
+        plaintext.close()
+        sink.close()
+    return SealedSize(size, digest.hexdigest(), stored)
+
+
+def wrapping_key_ids(stored: BinaryIO) -> list[str]:
+    """The ids of the keys a sealed object was wrapped for (read from its header)."""
+    header = deserialize_header(stored, MAX_ENCRYPTED_DATA_KEYS)[0]
+    return sorted(
+        key.key_provider.key_info.decode(errors="replace")
+        for key in header.encrypted_data_keys
+    )
+
+
+class OpenedObject(io.RawIOBase):
+    """The plaintext of a sealed object; authenticated frame by frame, and checked
+    against the manifest's size and SHA-256 when the end is reached."""
+
+    def __init__(self, stored: BinaryIO, keys, context: Mapping[str, str], *,
+                 expected_size: int | None, expected_sha256: str | None, where: str):
+        super().__init__()
+        self._stored = stored
+        self._where = where
+        self._expected = (expected_size, expected_sha256)
+        self._decryptor = _client().stream(
+            mode="d", source=stored, key_provider=keys.master_key_provider()
+        )
+        self._keys = keys
+        self._context = dict(context)
+        self._plain: HashingReader | None = None
+        self._ciphertext_ahead: ReadAhead | None = None
+        self._checked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _open(self) -> None:
+        header = self._guard(lambda: self._decryptor.header)
+        found = header.encryption_context
+        for name, value in self._context.items():
+            if found.get(name) != value:
+                raise IntegrityError(
+                    f"{self._where} belongs to {found.get(name)!r}, not {value!r}: "
+                    "it was moved or swapped; do not trust this copy"
+                )
+        # Decryption runs a few frames ahead in its own thread; zstd and the
+        # hashing below run here, so the two overlap on two cores.
+        self._ciphertext_ahead = ReadAhead(
+            _GuardedReader(self._decryptor, self._guard), FRAME_LENGTH, depth=4
+        )
+        decompressed = zstandard.ZstdDecompressor().stream_reader(
+            self._ciphertext_ahead, read_size=FRAME_LENGTH, read_across_frames=True,
+            closefd=False,
+        )
+        self._plain = HashingReader(decompressed)
+
+    def _guard(self, operation):
+        try:
+            return operation()
+        except (DecryptKeyError, MasterKeyProviderError) as error:
+            raise KeyUnavailable(
+                f"none of this host's keys ({', '.join(self._keys.key_ids)}) can unwrap "
+                f"{self._where}; import or configure the key it was sealed with ({error})"
+            ) from None
+        except (AWSEncryptionSDKClientError, InvalidTag, zstandard.ZstdError) as error:
+            raise IntegrityError(
+                f"{self._where} failed authentication: {type(error).__name__} {error}".rstrip()
+            ) from None
+
+    def read(self, size: int = -1) -> bytes:
+        if self._plain is None:
+            self._open()
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(4 * MIB), b""))
+        data = self._plain.read(size)
+        if not data and not self._checked:
+            self._check_end()
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _check_end(self) -> None:
+        self._checked = True
+        size, sha256 = self._expected
+        if size is not None and self._plain.size != size:
+            raise IntegrityError(
+                f"{self._where} holds {self._plain.size} bytes, the manifest says {size}"
+            )
+        if sha256 is not None and self._plain.sha256.hexdigest() != sha256:
+            raise IntegrityError(f"{self._where} does not match the SHA-256 in its manifest")
+
+    def close(self) -> None:
+        if self._ciphertext_ahead is not None:
+            self._ciphertext_ahead.close()
+        with contextlib.suppress(Exception):  # a half-read stream has nothing to flush
+            self._decryptor.close()
+        self._stored.close()
+        super().close()
+
+
+class _GuardedReader(io.RawIOBase):
+    """Translates the SDK's errors while zstd pulls ciphertext through it."""
+
+    def __init__(self, decryptor, guard):
+        super().__init__()
+        self._decryptor = decryptor
+        self._guard = guard
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._guard(lambda: self._decryptor.read(size))
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

@@ -1,0 +1,90 @@
+"""Settings: one document (a YAML file for the host CLI, module arguments for
+Ansible) from which the engine's vault is built.
+
+    repositories:                # the first is the primary
+      - name: primary
+        url: /var/lib/cosmic-backup/primary        # or s3://bucket/prefix
+      - name: secondary
+        url: s3://offsite-bucket/cosmic
+        endpoint_url: https://s3.eu-central-1.amazonaws.com   # optional
+        region: eu-central-1
+    keys:
+      local_key_file: /etc/cosmic-backup/master.key   # lab and development
+      # kms_key_arns: [arn:aws:kms:...primary, arn:aws:kms:...secondary]
+      # kms_endpoint_url: https://kms.eu-west-1.amazonaws.com  # optional
+    audit_log: /var/log/cosmic-backup/audit.jsonl
+    compression: {level: 3, threads: 2}
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .audit import AuditLog
+from .errors import ConfigError
+from .keys import KmsKeys, LocalKey
+from .repository import Repository, Vault
+from .sealing import Compression
+from .storage import open_storage
+
+DEFAULT_CONFIG = "/etc/cosmic-backup/config.yml"
+S3_OPTIONS = ("endpoint_url", "region", "profile", "part_size", "concurrency")
+
+
+def load_settings(path: str | None) -> dict[str, Any]:
+    """Read the settings file: ``path``, $COSMIC_BACKUP_CONFIG, or the default."""
+    path = path or os.environ.get("COSMIC_BACKUP_CONFIG") or DEFAULT_CONFIG
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError("reading settings needs PyYAML: pip install pyyaml") from None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            settings = yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise ConfigError(
+            f"settings file {path} does not exist: pass --config or set COSMIC_BACKUP_CONFIG"
+        ) from None
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"settings file {path} is unreadable: {error}") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"settings file {path} must hold a mapping")
+    settings.setdefault("_source", path)
+    return settings
+
+
+def build_keys(settings: dict[str, Any]):
+    keys = settings.get("keys") or {}
+    if keys.get("kms_key_arns"):
+        return KmsKeys(tuple(keys["kms_key_arns"]), keys.get("kms_endpoint_url"))
+    if keys.get("local_key_file"):
+        return LocalKey.load(keys["local_key_file"])
+    raise ConfigError("no key configured: set keys.local_key_file or keys.kms_key_arns")
+
+
+def build_repositories(settings: dict[str, Any]) -> list[Repository]:
+    entries = settings.get("repositories") or []
+    if not entries:
+        raise ConfigError("no repository configured: add a primary under `repositories`")
+    repositories, names = [], set()
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not entry.get("url"):
+            raise ConfigError(f"repository #{position + 1} needs a url")
+        name = entry.get("name") or ("primary" if position == 0 else f"secondary{position}")
+        if name in names:
+            raise ConfigError(f"two repositories are called {name!r}")
+        names.add(name)
+        options = {option: entry[option] for option in S3_OPTIONS if entry.get(option)}
+        repositories.append(Repository(name, open_storage(entry["url"], **options)))
+    return repositories
+
+
+def build_vault(settings: dict[str, Any], *, keys=None) -> Vault:
+    compression = settings.get("compression") or {}
+    return Vault(
+        build_repositories(settings),
+        keys if keys is not None else (lambda: build_keys(settings)),
+        AuditLog(settings.get("audit_log")),
+        Compression(int(compression.get("level", 3)), int(compression.get("threads", 2))),
+    )
