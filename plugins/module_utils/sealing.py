@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .errors import ConfigError, IntegrityError, KeyUnavailable
+from .keys import LOCAL_PROVIDER_ID
 from .pipes import ReadAhead, WriteBehind
 
 try:
@@ -37,6 +38,9 @@ MIB = 1 << 20
 FRAME_LENGTH = MIB
 MAX_ENCRYPTED_DATA_KEYS = 8
 CONTEXT_PREFIX = "cosmic-backup:"
+RAW_KEY_INFO_SUFFIX = 4 + 4 + 12
+ZSTD_JOB_SIZE = 4 * MIB  # zstd's default for two threads holds ~90 MiB in flight
+HEADER_PEEK_BYTES = 64 << 10  # more than any header with up to 8 wrapped keys
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,11 @@ def seal(
         digest.update(chunk)
         size += len(chunk)
 
-    compressor = zstandard.ZstdCompressor(level=compression.level, threads=compression.threads)
-    plaintext = ReadAhead(source, 4 * MIB, depth=4, transform=account)
+    compressor = zstandard.ZstdCompressor(compression_params=(
+        zstandard.ZstdCompressionParameters.from_level(
+            compression.level, threads=compression.threads,
+            job_size=ZSTD_JOB_SIZE if compression.threads > 1 else 0)))
+    plaintext = ReadAhead(source, MIB, depth=8, transform=account)
     sink = WriteBehind(write, depth=8)
     stored = 0
     try:
@@ -144,10 +151,13 @@ def seal(
 def wrapping_key_ids(stored: BinaryIO) -> list[str]:
     """The ids of the keys a sealed object was wrapped for (read from its header)."""
     header = deserialize_header(stored, MAX_ENCRYPTED_DATA_KEYS)[0]
-    return sorted(
-        key.key_provider.key_info.decode(errors="replace")
-        for key in header.encrypted_data_keys
-    )
+    names = []
+    for data_key in header.encrypted_data_keys:
+        info = data_key.key_provider.key_info
+        if data_key.key_provider.provider_id == LOCAL_PROVIDER_ID:
+            info = info[:-RAW_KEY_INFO_SUFFIX]  # tag length, IV length and IV follow the id
+        names.append(info.decode(errors="replace"))
+    return sorted(names)
 
 
 class OpenedObject(io.RawIOBase):
@@ -160,8 +170,15 @@ class OpenedObject(io.RawIOBase):
         self._stored = stored
         self._where = where
         self._expected = (expected_size, expected_sha256)
+        # The header is read here first, so that a failure to unwrap can be
+        # told apart: a key this host lacks, or damage to a key it has.
+        prefix = stored.read(HEADER_PEEK_BYTES)
+        try:
+            self.key_ids = wrapping_key_ids(io.BytesIO(prefix))
+        except Exception:  # noqa: BLE001 - any parse failure means a damaged header
+            raise IntegrityError(f"{where} has a damaged header") from None
         self._decryptor = _client().stream(
-            mode="d", source=stored, key_provider=keys.master_key_provider()
+            mode="d", source=_Prefixed(prefix, stored), key_provider=keys.master_key_provider()
         )
         self._keys = keys
         self._context = dict(context)
@@ -196,10 +213,13 @@ class OpenedObject(io.RawIOBase):
         try:
             return operation()
         except (DecryptKeyError, MasterKeyProviderError) as error:
-            raise KeyUnavailable(
-                f"none of this host's keys ({', '.join(self._keys.key_ids)}) can unwrap "
-                f"{self._where}; import or configure the key it was sealed with ({error})"
-            ) from None
+            if not _same_keys(self.key_ids, self._keys.key_ids):
+                raise KeyUnavailable(
+                    f"none of this host's keys ({', '.join(self._keys.key_ids)}) can unwrap "
+                    f"{self._where}: it was sealed for {', '.join(self.key_ids)}; "
+                    "import or configure that key"
+                ) from None
+            raise IntegrityError(f"{self._where} failed authentication: {error}") from None
         except (AWSEncryptionSDKClientError, InvalidTag, zstandard.ZstdError) as error:
             raise IntegrityError(
                 f"{self._where} failed authentication: {type(error).__name__} {error}".rstrip()
@@ -237,6 +257,39 @@ class OpenedObject(io.RawIOBase):
             self._decryptor.close()
         self._stored.close()
         super().close()
+
+
+def _same_keys(sealed_for: list[str], available: list[str]) -> bool:
+    """Whether any key matches; KMS multi-region replicas share the id after 'key/'."""
+    def names(ids):
+        return {key_id.rsplit(":", 1)[-1] for key_id in ids}
+    return bool(names(sealed_for) & names(available))
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read, then the rest of the stream."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO):
+        super().__init__()
+        self._prefix = prefix
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            if size is None or size < 0:
+                data, self._prefix = self._prefix + self._rest.read(), b""
+                return data
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            return data
+        return self._rest.read(size)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class _GuardedReader(io.RawIOBase):

@@ -1,7 +1,7 @@
 """S3 storage: multipart uploads and ranged downloads in parallel, memory bounded.
 
-Memory stays at about ``part_size * (concurrency + 1)`` in each direction,
-whatever the object's size.
+Memory stays at about ``part_size * (concurrency + 1)`` in each direction for
+objects up to ``part_size * 1000`` (8 GB by default), and grows slowly beyond.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ except ImportError:  # reported when an S3 repository is configured
 
 MIB = 1 << 20
 NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+PARTS_PER_DOUBLING = 1000
 
 
 def _describe(error: Exception) -> str:
@@ -47,7 +48,7 @@ class S3Storage:
         endpoint_url: str | None = None,
         region: str | None = None,
         profile: str | None = None,
-        part_size: int = 16 * MIB,
+        part_size: int = 8 * MIB,
         concurrency: int = 4,
     ):
         if boto3 is None:
@@ -159,11 +160,16 @@ class S3Writer:
         self._slots = threading.BoundedSemaphore(storage.concurrency)
         self._pool: ThreadPoolExecutor | None = None
 
+    def _part_size(self) -> int:
+        # S3 allows 10,000 parts: doubling every 1,000 keeps memory small for
+        # ordinary objects and still reaches terabytes for a stream of unknown size.
+        return self._storage.part_size << (len(self._parts) // PARTS_PER_DOUBLING)
+
     def write(self, data: bytes) -> None:
         self._buffer += data
-        while len(self._buffer) >= self._storage.part_size:
-            part = bytes(self._buffer[: self._storage.part_size])
-            del self._buffer[: self._storage.part_size]
+        while len(self._buffer) >= (part_size := self._part_size()):
+            part = bytes(self._buffer[:part_size])
+            del self._buffer[:part_size]
             self._send_part(part)
 
     def _send_part(self, data: bytes) -> None:
