@@ -153,7 +153,9 @@ class LocalStorage:
                 yield StoredObject(key, stat.st_size, stat.st_mtime)
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
+        self._unlink(self._path(key))
+
+    def _unlink(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         # Drop directories the delete left empty, up to the repository root.
@@ -170,8 +172,7 @@ class LocalStorage:
         cutoff = time.time() - older_than
         for key, stat in self._walk(""):
             if PARTIAL_MARKER in key and stat.st_mtime <= cutoff:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.root, key))
+                self._unlink(os.path.join(self.root, key))
                 removed.append(key)
         return removed
 
