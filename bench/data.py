@@ -12,8 +12,8 @@ At scale 1.0:
 
 Smaller scales make fewer files (the largest sizes drop out first), a smaller
 tar and a smaller database. Everything is cached under the data directory
-(``var/bench`` by default) keyed by scale and by ``DATA_VERSION``; change the
-generator, bump the version.
+(``var/bench`` by default) keyed by scale and by a version per part
+(``VERSIONS``): change how a part is made, bump its version.
 
 Incompressible bytes are an AES-256-CTR keystream (fast and seeded); text is
 built from a seeded generator over a fixed vocabulary. Nothing reads the
@@ -46,7 +46,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-DATA_VERSION = 1
+VERSIONS = {"tree": 1, "stream": 2, "database": 1}
 SEED = b"cosmic.backup bench reference data\0"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA_DIR = os.path.join(ROOT, "var", "bench")
@@ -540,13 +540,13 @@ class Tree:
     info: dict[str, Any]
 
 
-def _load_marker(path: str) -> dict[str, Any] | None:
+def _load_marker(path: str, part: str) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as handle:
             info = json.load(handle)
     except (OSError, ValueError):
         return None
-    return info if info.get("version") == DATA_VERSION else None
+    return info if info.get("version") == VERSIONS[part] else None
 
 
 def _write_marker(path: str, info: dict[str, Any]) -> None:
@@ -562,7 +562,7 @@ def prepare_tree(scale: float, data_dir: str = DEFAULT_DATA_DIR, log=print) -> T
     label = scale_label(scale)
     root = os.path.join(data_dir, f"tree-{label}")
     marker = f"{root}.json"
-    info = _load_marker(marker)
+    info = _load_marker(marker, "tree")
     if info is not None and info.get("scale") == label and os.path.isdir(root):
         return Tree(root, info)
     with contextlib.suppress(FileNotFoundError):
@@ -594,7 +594,7 @@ def prepare_tree(scale: float, data_dir: str = DEFAULT_DATA_DIR, log=print) -> T
         by_kind[spec.kind] = (count + 1, size + spec.size)
     os.replace(partial, root)
     info = {
-        "version": DATA_VERSION,
+        "version": VERSIONS["tree"],
         "scale": label,
         "files": len(specs),
         "directories": len(made),
@@ -643,22 +643,28 @@ def _tar_size(size: int) -> int:
 
 
 def prepare_stream(scale: float, data_dir: str = DEFAULT_DATA_DIR, log=print) -> Stream:
-    """``stream-<scale>.tar``: files of the tree, in path order, up to 1 GiB x scale."""
+    """``stream-<scale>.tar``: files of the tree up to 1 GiB x scale, in path order.
+
+    Paths sort by kind (docs/, exports/, logs/ before uploads/), so the files
+    are chosen in a hashed order instead: the stream keeps the tree's mix.
+    """
     label = scale_label(scale)
     tree = prepare_tree(scale, data_dir, log)
     path = os.path.join(data_dir, f"stream-{label}.tar")
     marker = f"{path}.json"
-    info = _load_marker(marker)
+    info = _load_marker(marker, "stream")
     if (info is not None and info.get("tree_digest") == tree.info["digest"]
             and os.path.getsize(path) == info["bytes"]):
         return Stream(path, info)
     # tarfile pads the archive to whole 10 KiB records: leave room for that.
     cap = int(STREAM_CAP * scale) - tarfile.RECORDSIZE
     chosen, planned = [], 1024  # the end-of-archive blocks
-    for spec in plan_tree(scale):
+    for spec in sorted(plan_tree(scale), key=lambda spec: hashlib.sha256(
+            spec.path.encode()).digest()):
         if planned + _tar_size(spec.size) <= cap:
             chosen.append(spec)
             planned += _tar_size(spec.size)
+    chosen.sort(key=lambda spec: spec.path)
     log(f"bench: writing {path} ({len(chosen)} files, {planned / MIB:.0f} MiB)")
     temp = f"{path}.partial"
     with open(temp, "wb") as handle:
@@ -673,7 +679,7 @@ def prepare_stream(scale: float, data_dir: str = DEFAULT_DATA_DIR, log=print) ->
                 with open(os.path.join(tree.path, *spec.path.split("/")), "rb") as source:
                     archive.addfile(member, source)
     os.replace(temp, path)
-    info = {"version": DATA_VERSION, "scale": label, "files": len(chosen),
+    info = {"version": VERSIONS["stream"], "scale": label, "files": len(chosen),
             "bytes": hashing.size, "sha256": hashing.sha256.hexdigest(),
             "incompressible_bytes": sum(s.size for s in chosen if s.kind == "binary"),
             "content_bytes": sum(s.size for s in chosen), "tree_digest": tree.info["digest"]}
@@ -838,7 +844,7 @@ def ensure_database(cluster, scale: float, data_dir: str = DEFAULT_DATA_DIR, *,
     """The database at ``scale`` in a running ``cluster``: created once, then reused."""
     name = database_name(scale)
     marker = os.path.join(data_dir, f"database-{scale_label(scale)}.json")
-    info = _load_marker(marker)
+    info = _load_marker(marker, "database")
     exists = cluster.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == "1"
     if not force and exists and info is not None and info.get("name") == name:
         return Database(cluster, name, info)
@@ -856,7 +862,7 @@ def ensure_database(cluster, scale: float, data_dir: str = DEFAULT_DATA_DIR, *,
                 input=DOCUMENTS_SQL.format(words=words, rows=rows).encode(), timeout=7200)
     cluster.psql("CHECKPOINT")
     info = {
-        "version": DATA_VERSION,
+        "version": VERSIONS["database"],
         "scale": scale_label(scale),
         "name": name,
         "pgbench_scale": pgbench_scale(scale),
