@@ -123,3 +123,24 @@ class WriteBehind:
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+
+class BackgroundDigest:
+    """A hash computed in its own thread (hashlib releases the GIL), so the
+    caller can decompress or write the next chunk meanwhile."""
+
+    def __init__(self, algorithm: str = "sha256", depth: int = 8):
+        import hashlib
+
+        self._digest = hashlib.new(algorithm)
+        self._feed = WriteBehind(self._digest.update, depth)
+        self._result: str | None = None
+
+    def update(self, chunk: bytes) -> None:
+        self._feed.put(chunk)
+
+    def hexdigest(self) -> str:
+        if self._result is None:
+            self._feed.close()
+            self._result = self._digest.hexdigest()
+        return self._result

@@ -22,6 +22,7 @@ from . import catalog
 from .audit import AuditLog
 from .catalog import BackupRef
 from .errors import BackupError, IntegrityError, KeyUnavailable, StorageError
+from .pipes import BackgroundDigest
 from .sealing import FRAME_LENGTH, MIB, Compression, OpenedObject, encryption_context, seal
 from .storage import Storage
 from .version import VERSION
@@ -226,6 +227,31 @@ class Vault:
 
     # -- housekeeping ------------------------------------------------------
 
+    def delete_backup(self, ref: BackupRef, reason: str) -> dict[str, str]:
+        """Delete a backup everywhere, manifest first so it is never half-selectable.
+
+        Returns the result per repository ("deleted", "absent" or the refusal,
+        e.g. an S3 object lock); a refusal is reported, never retried.
+        """
+        results = {}
+        for repository in self.repositories:
+            storage = repository.storage
+            keys = [item.key for item in storage.list(ref.prefix)]
+            manifest = catalog.manifest_key(ref.kind, ref.id)
+            ordered = sorted(keys, key=lambda key: key != manifest)  # manifest first
+            try:
+                for key in ordered:
+                    storage.delete(key)
+                results[repository.name] = "deleted" if keys else "absent"
+                outcome = "ok"
+            except StorageError as error:
+                results[repository.name] = f"refused: {error}"
+                outcome = "failed"
+            self.audit.record("delete", backup_id=ref.id, repository=repository.name,
+                              result=outcome, reason=reason, objects=len(keys))
+        return results
+
+
     def remove_incomplete(self, older_than: float = INCOMPLETE_GRACE_SECONDS) -> list[str]:
         """Remove what interrupted runs left behind: temporary writes, abandoned
         multipart uploads, and backup folders that never got a manifest."""
@@ -393,13 +419,11 @@ class FailoverReader(io.RawIOBase):
 
     def __init__(self, openers, *, expected_size, expected_sha256, describe, on_failure):
         super().__init__()
-        import hashlib
-
         self._openers = list(openers)
         self._expected = (expected_size, expected_sha256)
         self._describe = describe
         self._on_failure = on_failure
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundDigest("sha256")
         self._delivered = 0
         self._current: BinaryIO | None = None
         self._failures: list[str] = []

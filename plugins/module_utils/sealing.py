@@ -72,30 +72,6 @@ def encryption_context(backup_id: str, name: str) -> dict[str, str]:
     return {f"{CONTEXT_PREFIX}backup": backup_id, f"{CONTEXT_PREFIX}object": name}
 
 
-class HashingReader(io.RawIOBase):
-    """Counts and hashes what passes through, in either direction."""
-
-    def __init__(self, source: BinaryIO):
-        super().__init__()
-        self._source = source
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.sha256.update(data)
-        self.size += len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
 def seal(
     source: BinaryIO,
     keys,
@@ -182,7 +158,9 @@ class OpenedObject(io.RawIOBase):
         )
         self._keys = keys
         self._context = dict(context)
-        self._plain: HashingReader | None = None
+        self._plain: BinaryIO | None = None
+        self._digest = None
+        self._size = 0
         self._ciphertext_ahead: ReadAhead | None = None
         self._checked = False
 
@@ -207,7 +185,9 @@ class OpenedObject(io.RawIOBase):
             self._ciphertext_ahead, read_size=FRAME_LENGTH, read_across_frames=True,
             closefd=False,
         )
-        self._plain = HashingReader(decompressed)
+        # Hashing costs as much as decompression: only when asked to check.
+        self._plain = decompressed
+        self._digest = hashlib.sha256() if self._expected[1] else None
 
     def _guard(self, operation):
         try:
@@ -231,6 +211,9 @@ class OpenedObject(io.RawIOBase):
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(4 * MIB), b""))
         data = self._plain.read(size)
+        self._size += len(data)
+        if self._digest is not None:
+            self._digest.update(data)
         if not data and not self._checked:
             self._check_end()
         return data
@@ -243,11 +226,11 @@ class OpenedObject(io.RawIOBase):
     def _check_end(self) -> None:
         self._checked = True
         size, sha256 = self._expected
-        if size is not None and self._plain.size != size:
+        if size is not None and self._size != size:
             raise IntegrityError(
-                f"{self._where} holds {self._plain.size} bytes, the manifest says {size}"
+                f"{self._where} holds {self._size} bytes, the manifest says {size}"
             )
-        if sha256 is not None and self._plain.sha256.hexdigest() != sha256:
+        if sha256 is not None and self._digest.hexdigest() != sha256:
             raise IntegrityError(f"{self._where} does not match the SHA-256 in its manifest")
 
     def close(self) -> None:

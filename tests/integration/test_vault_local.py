@@ -233,3 +233,15 @@ def test_manifest_of_another_backup_is_rejected(local_vault, local_settings):
         (root / catalog.manifest_key("files", second.id)).write_bytes(source.read_bytes())
     with pytest.raises(errors.IntegrityError, match="moved or swapped"):
         local_vault.manifest(local_vault.select(second.id))
+
+
+def test_delete_backup_removes_every_copy_manifest_first(local_vault, local_settings):
+    keep, drop = backup(local_vault, b"keep"), backup(local_vault, b"drop")
+    results = local_vault.delete_backup(local_vault.select(drop.id), reason="test")
+    assert results == {"primary": "deleted", "secondary": "deleted"}
+    assert [item.id for item in local_vault.list()] == [keep.id]
+    assert restore(local_vault)[0] == b"keep"
+    audit_log = Path(local_settings["audit_log"]).read_text()
+    deletes = [e for e in map(json.loads, audit_log.splitlines()) if e["action"] == "delete"]
+    assert {(e["repository"], e["result"], e["backup_id"]) for e in deletes} == {
+        ("primary", "ok", drop.id), ("secondary", "ok", drop.id)}
