@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from .errors import ConfigError, IntegrityError, KeyUnavailable
 from .keys import LOCAL_PROVIDER_ID
+from .message_format import encrypt_stream
 from .pipes import ReadAhead, WriteBehind
 
 try:
@@ -28,7 +29,7 @@ try:
         DecryptKeyError,
         MasterKeyProviderError,
     )
-    from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
+    from aws_encryption_sdk.identifiers import CommitmentPolicy
     from aws_encryption_sdk.internal.formatting.deserialize import deserialize_header
     from cryptography.exceptions import InvalidTag
 except ImportError:  # reported by _client()
@@ -82,7 +83,8 @@ def seal(
     """Compress and encrypt ``source`` until EOF, handing ciphertext to ``write``.
 
     Reading and hashing run ahead in one thread, zstd in its own workers,
-    encryption here, and ``write`` in a thread behind: the stages overlap.
+    encryption here (the SDK makes the keys and header, message_format the
+    frames), and ``write`` in a thread behind: the stages overlap.
     """
     compression = compression or Compression()
     digest = hashlib.sha256()
@@ -99,21 +101,11 @@ def seal(
             job_size=ZSTD_JOB_SIZE if compression.threads > 1 else 0)))
     plaintext = ReadAhead(source, MIB, depth=8, transform=account)
     sink = WriteBehind(write, depth=8)
-    stored = 0
     try:
-        with compressor.stream_reader(plaintext, read_size=MIB, closefd=False) as compressed, \
-                _client().stream(
-                    mode="e",
-                    source=compressed,
-                    key_provider=keys.master_key_provider(),
-                    encryption_context=dict(context),
-                    algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
-                    frame_length=FRAME_LENGTH,
-                ) as encryptor:
+        with compressor.stream_reader(plaintext, read_size=MIB, closefd=False) as compressed:
             try:
-                while chunk := encryptor.read(FRAME_LENGTH):
-                    sink.put(chunk)
-                    stored += len(chunk)
+                stored = encrypt_stream(compressed, keys.master_key_provider(), context,
+                                        sink.put, FRAME_LENGTH)
             except AWSEncryptionSDKClientError as error:
                 raise KeyUnavailable(
                     f"cannot wrap a data key with {keys.key_ids}: {error}"
