@@ -35,6 +35,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import socket
 import sys
@@ -654,7 +655,7 @@ def prepare_stream(scale: float, data_dir: str = DEFAULT_DATA_DIR, log=print) ->
     marker = f"{path}.json"
     info = _load_marker(marker, "stream")
     if (info is not None and info.get("tree_digest") == tree.info["digest"]
-            and os.path.getsize(path) == info["bytes"]):
+            and os.path.exists(path) and os.path.getsize(path) == info["bytes"]):
         return Stream(path, info)
     # tarfile pads the archive to whole 10 KiB records: leave room for that.
     cap = int(STREAM_CAP * scale) - tarfile.RECORDSIZE
@@ -690,7 +691,7 @@ def prepare_stream(scale: float, data_dir: str = DEFAULT_DATA_DIR, log=print) ->
 # -- the database -------------------------------------------------------------------
 
 def database_name(scale: float) -> str:
-    return "bench_s" + scale_label(scale).replace(".", "_").replace("+", "")
+    return "bench_s" + re.sub(r"[^0-9a-z]", "_", scale_label(scale))
 
 
 def pgbench_scale(scale: float) -> int:

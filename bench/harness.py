@@ -127,6 +127,13 @@ class RowResult:
         return ours / anchor
 
     @property
+    def cpu_ratio(self) -> float | None:
+        ours, anchor = self.median_cpu("ours"), self.median_cpu("anchor")
+        if ours is None or not anchor:
+            return None
+        return ours / anchor
+
+    @property
     def peak_rss_mib(self) -> float | None:
         values = [s.peak_rss_kib for s in self._side("ours") if s.peak_rss_kib is not None]
         return max(values) / 1024 if values else None

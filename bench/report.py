@@ -113,15 +113,15 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def table(results: list[RowResult]) -> str:
     lines = [
         "| Row | Ours median (s) | Anchor median (s) | Ratio ours/anchor | Target "
-        "| Peak RSS ours (MiB) | Verdict |",
-        "|---|---:|---:|---:|---|---:|---|",
+        "| Peak RSS ours (MiB) | Verdict | CPU ratio |",
+        "|---|---:|---:|---:|---|---:|---|---:|",
     ]
     for result in results:
         lines.append(
             f"| {result.row.name} | {_fmt(result.median('ours'))} "
             f"| {_fmt(result.median('anchor'))} | {_fmt(result.ratio)} "
             f"| {result.row.target.describe()} | {_fmt(result.peak_rss_mib, 0)} "
-            f"| {result.verdict} |"
+            f"| {result.verdict} | {_fmt(result.cpu_ratio)} |"
         )
     return "\n".join(lines)
 
@@ -190,7 +190,10 @@ def render(info: RunInfo, results: list[RowResult]) -> str:
         table(results),
         "",
         "Ratio: median wall-clock time of ours divided by the anchor's; below 1.0 ours is "
-        "faster. Peak RSS: maximum resident memory of our process over its runs.",
+        "faster. Peak RSS: maximum resident memory of our process over its runs. CPU ratio: "
+        "the same for CPU time (user + system of every process of the command), which a "
+        "busy shared machine disturbs less than wall-clock time; the verdict uses wall-clock "
+        "time.",
         "",
     ]
     flatness = _memory_flatness(results)

@@ -16,8 +16,13 @@ SCALE = 0.002  # 40 files, a 2 MiB stream, pgbench -s 1
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("bench-data"))
+def data_dir():
+    """Outside pytest's private temp tree: rows that need the database keep the
+    cluster in it, and the postgres user must be able to reach it."""
+    path = tempfile.mkdtemp(prefix="cosmic-bench-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def quiet(*_):
