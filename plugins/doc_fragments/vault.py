@@ -31,6 +31,13 @@ options:
       profile:
         description: AWS credentials profile to use.
         type: str
+      replicated:
+        description:
+          - The repository is filled by the storage's own replication from the
+            primary (S3 cross-region replication, as the Pulumi stack sets up).
+            Backups are read and verified there but never written by this tool.
+        type: bool
+        default: false
   keys:
     description:
       - What wraps each object's data key. Give O(keys.local_key_file) (lab and

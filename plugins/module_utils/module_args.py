@@ -19,6 +19,7 @@ def vault_argument_spec() -> dict[str, Any]:
                 "endpoint_url": {"type": "str"},
                 "region": {"type": "str"},
                 "profile": {"type": "str"},
+                "replicated": {"type": "bool", "default": False},
             },
         },
         "keys": {

@@ -34,6 +34,9 @@ INCOMPLETE_GRACE_SECONDS = 24 * 3600  # a running backup is never younger than t
 class Repository:
     name: str  # "primary", "secondary", ...
     storage: Storage
+    # Filled by the storage's own replication (S3 cross-region replication):
+    # backups are read and verified there, never written by this tool.
+    replicated: bool = False
 
     def describe(self) -> str:
         return f"{self.name} ({self.storage.url})"
@@ -77,6 +80,9 @@ class Vault:
                  compression: Compression | None = None):
         if not repositories:
             raise BackupError("no repository configured: add at least a primary")
+        if repositories[0].replicated:
+            raise BackupError(f"the primary repository {repositories[0].describe()} cannot be "
+                              "a replica: backups are written to it")
         self.repositories = repositories
         self._keys = keys  # or a function that loads them: listing needs no key
         self.audit = audit or AuditLog(None)
@@ -302,7 +308,7 @@ class BackupWriter:
         self.meta = meta
         self.objects: list[dict[str, Any]] = []
         self.warnings: list[str] = []
-        self.healthy = list(vault.repositories)
+        self.healthy = [r for r in vault.repositories if not r.replicated]
         self.started = datetime.now(UTC)
         self.ref = BackupRef.parse(backup_id)
 
@@ -384,6 +390,8 @@ class BackupWriter:
                               io.BytesIO(data))
         stored = sum(entry["stored_size"] for entry in self.objects)
         for repository in self.vault.repositories:
+            if repository.replicated:
+                continue
             ok = repository in self.healthy
             self.vault.audit.record(
                 "write", backup_id=self.id, repository=repository.name,
@@ -394,6 +402,8 @@ class BackupWriter:
 
     def abandon(self, error: BaseException) -> None:
         for repository in self.vault.repositories:
+            if repository.replicated:
+                continue
             self.vault.audit.record("write", backup_id=self.id, repository=repository.name,
                                     result="failed", kind=self.kind,
                                     error=str(error) or type(error).__name__)

@@ -8,6 +8,7 @@ Ansible) from which the engine's vault is built.
         url: s3://offsite-bucket/cosmic
         endpoint_url: https://s3.eu-central-1.amazonaws.com   # optional
         region: eu-central-1
+        replicated: true   # filled by S3 replication: read, never written, by this tool
     keys:
       local_key_file: /etc/cosmic-backup/master.key   # lab and development
       # kms_key_arns: [arn:aws:kms:...primary, arn:aws:kms:...secondary]
@@ -76,7 +77,8 @@ def build_repositories(settings: dict[str, Any]) -> list[Repository]:
             raise ConfigError(f"two repositories are called {name!r}")
         names.add(name)
         options = {option: entry[option] for option in S3_OPTIONS if entry.get(option)}
-        repositories.append(Repository(name, open_storage(entry["url"], **options)))
+        repositories.append(Repository(name, open_storage(entry["url"], **options),
+                                       replicated=bool(entry.get("replicated"))))
     return repositories
 
 

@@ -259,3 +259,26 @@ def test_local_key_and_s3(s3_settings, tmp_path):
     data = os.urandom(MIB)
     backup(settings.build_vault(s3_settings), data)
     assert restore(settings.build_vault(s3_settings))[0] == data
+
+
+def test_replicated_secondary_is_read_but_never_written(s3_settings, s3, buckets):
+    """As in production: S3 replication fills the secondary; the tool only reads it."""
+    s3_settings["repositories"][1]["replicated"] = True
+    vault = settings.build_vault(s3_settings)
+    data = os.urandom(MIB)
+    writer = backup(vault, data)
+    assert writer.warnings == []
+    assert s3.list_objects_v2(Bucket=buckets[1]).get("KeyCount", 0) == 0
+    # Replication (here: a copy) brings the objects over; then reads fail over to them.
+    for item in s3.list_objects_v2(Bucket=buckets[0])["Contents"]:
+        s3.copy_object(Bucket=buckets[1], Key=item["Key"],
+                       CopySource={"Bucket": buckets[0], "Key": item["Key"]})
+    s3.delete_object(Bucket=buckets[0], Key=f"cosmic/backups/database/{writer.id}/data/dump")
+    data_back, plain = restore(vault)
+    assert data_back == data and plain.used == "secondary"
+
+
+def test_primary_cannot_be_a_replica(s3_settings):
+    s3_settings["repositories"][0]["replicated"] = True
+    with pytest.raises(errors.BackupError, match="cannot be a replica"):
+        settings.build_vault(s3_settings)

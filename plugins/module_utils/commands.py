@@ -1,0 +1,136 @@
+"""Declared command lines for the tools the engine drives (pg_dump, pg_restore, ...).
+
+In the spirit of community.general's ``cmd_runner``: each option of a tool is
+declared once with a small formatter that turns a value into arguments, and a
+command line is built from values, never concatenated by hand. Tests feed
+values in and expect the exact argv out.
+
+    PG_DUMP = CommandSpec("pg_dump", [
+        ("format", as_option("--format")),
+        ("jobs", as_option("--jobs")),
+        ("schema_only", as_flag("--schema-only")),
+        ("dbname", as_option("--dbname")),
+    ])
+    PG_DUMP.argv(format="custom", schema_only=True, dbname="host=db1")
+    # ['pg_dump', '--format=custom', '--schema-only', '--dbname=host=db1']
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, ExternalCommandError
+
+Formatter = Callable[[Any], list[str]]
+
+
+def as_flag(flag: str) -> Formatter:
+    """``flag`` when the value is true, nothing otherwise."""
+    return lambda value: [flag] if value else []
+
+
+def as_option(option: str, *, separate: bool = False) -> Formatter:
+    """``--option=value`` (or ``-o value`` with ``separate``), nothing for None or False."""
+
+    def format_value(value):
+        if value is None or value is False:
+            return []
+        return [option, str(value)] if separate else [f"{option}={value}"]
+
+    return format_value
+
+
+def as_repeated(option: str) -> Formatter:
+    """``--option=a --option=b`` for a list of values."""
+    return lambda values: [f"{option}={value}" for value in (values or ())]
+
+
+def as_map(mapping: dict[Any, Sequence[str]]) -> Formatter:
+    """A fixed argument list per value (e.g. {"fast": ["--checkpoint=fast"]})."""
+
+    def format_value(value):
+        if value is None:
+            return []
+        if value not in mapping:
+            raise ConfigError(f"unsupported value {value!r}: use one of "
+                              f"{', '.join(str(key) for key in mapping)}")
+        return list(mapping[value])
+
+    return format_value
+
+
+def as_positional() -> Formatter:
+    return lambda value: [] if value is None else [str(value)]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A tool and the ordered options it accepts."""
+
+    tool: str
+    options: Sequence[tuple[str, Formatter]]
+    fixed: Sequence[str] = ()  # arguments every run carries
+
+    def argv(self, bindir: str | None = None, **values: Any) -> list[str]:
+        """The command line for ``values``; unknown option names are an error."""
+        known = {name for name, _ in self.options}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{self.tool} has no option {', '.join(unknown)}")
+        tool = os.path.join(bindir, self.tool) if bindir else self.tool
+        argv = [tool, *self.fixed]
+        for name, formatter in self.options:
+            if name in values:
+                argv += formatter(values[name])
+        return argv
+
+
+def display(argv: Sequence[str]) -> str:
+    """A command line as an operator would type it (for RETURN and the audit log)."""
+    import shlex
+
+    return " ".join(shlex.quote(part) for part in argv)
+
+
+class StderrFile:
+    """A tool's standard error in an unnamed temporary file: never a pipe that
+    could fill up and stall the tool, read back when the tool ends."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def text(self, limit: int = 4000) -> str:
+        self.file.seek(0)
+        data = self.file.read()
+        return data.decode(errors="replace").strip()[-limit:]
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def run(argv: Sequence[str], *, env: dict[str, str] | None = None, input: bytes | None = None,
+        timeout: float | None = None, what: str | None = None) -> subprocess.CompletedProcess:
+    """Run a tool to completion; a failure raises with its standard error."""
+    try:
+        result = subprocess.run(list(argv), input=input, capture_output=True, env=env,
+                                timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise ConfigError(f"{argv[0]} is not installed: apt-get install postgresql-client-15"
+                          ) from None
+    except subprocess.TimeoutExpired:
+        raise ExternalCommandError(f"{what or os.path.basename(argv[0])} did not finish "
+                                   f"within {timeout:.0f} s") from None
+    if result.returncode != 0:
+        raise ExternalCommandError(
+            f"{what or os.path.basename(argv[0])} failed (exit {result.returncode}): "
+            f"{result.stderr.decode(errors='replace').strip()[-2000:]}"
+        )
+    return result
