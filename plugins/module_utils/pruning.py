@@ -170,8 +170,9 @@ def collect(vault, policies: Mapping[str, retention.Policy], *, now: datetime | 
     if "wal" in present:
         wal_segments = wal_contents(vault)
         # Which database backups are retained decides which WAL must stay.
-        database_plan = plan(vault.list("database"), policies, now, verified=verified, kinds=["database"])
-        retained = [item.ref for item in database_plan.kept]
+        database = plan(vault.list("database"), policies, now, verified=verified,
+                        kinds=["database"])
+        retained = [item.ref for item in database.kept]
         try:
             anchor = _wal_anchor[0] if _wal_anchor else manifest_wal_anchor
             needed_from = anchor(vault, retained)
