@@ -41,7 +41,7 @@ options:
   keys:
     description:
       - What wraps each object's data key. Give O(keys.local_key_file) (lab and
-        development) or O(keys.kms_key_arns) (production: one KMS key per region).
+        development) or O(keys.kms_key_arns) (production, one KMS key per region).
     type: dict
     required: true
     suboptions:

@@ -8,6 +8,7 @@ decrypting anything.
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 from collections.abc import Iterable
@@ -44,7 +45,7 @@ def check_object_name(name: str) -> str:
 def new_backup_id(kind: str, now: datetime | None = None) -> str:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z"
-    tag = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(6))
+    tag = base64.b32encode(secrets.token_bytes(5)).decode().lower()[:6]
     return f"{stamp}-{check_kind(kind)}-{tag}"
 
 

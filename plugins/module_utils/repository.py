@@ -257,7 +257,6 @@ class Vault:
                               result=outcome, reason=reason, objects=len(keys))
         return results
 
-
     def remove_incomplete(self, older_than: float = INCOMPLETE_GRACE_SECONDS) -> list[str]:
         """Remove what interrupted runs left behind: temporary writes, abandoned
         multipart uploads, and backup folders that never got a manifest."""

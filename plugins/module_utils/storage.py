@@ -31,7 +31,9 @@ class StoredObject:
 
 class ObjectWriter(Protocol):
     def write(self, data: bytes) -> None: ...
+
     def commit(self) -> None: ...
+
     def abort(self) -> None: ...
 
 
@@ -42,9 +44,13 @@ class Storage(Protocol):
         """Raise StorageError when the storage cannot be reached right now."""
 
     def writer(self, key: str) -> ObjectWriter: ...
+
     def reader(self, key: str) -> BinaryIO: ...
+
     def list(self, prefix: str) -> Iterator[StoredObject]: ...
+
     def delete(self, key: str) -> None: ...
+
     def remove_incomplete(self, older_than: float) -> list[str]:
         """Delete interrupted writes older than ``older_than`` seconds; returns what went."""
 
