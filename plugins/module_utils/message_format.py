@@ -37,6 +37,7 @@ try:
     from aws_encryption_sdk.materials_managers import EncryptionMaterialsRequest
     from aws_encryption_sdk.materials_managers.default import DefaultCryptoMaterialsManager
     from aws_encryption_sdk.structures import MessageHeader
+    from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 except ImportError:  # sealing.py reports the missing SDK
     Algorithm = None
@@ -117,3 +118,78 @@ def encrypt_stream(source: BinaryIO, key_provider, encryption_context: Mapping[s
             return written
         chunk = following
         sequence += 1
+
+
+class FrameBodyError(Exception):
+    """The framed body does not authenticate or is malformed."""
+
+
+class FrameReader:
+    """Plaintext of a framed body, frame by frame, after the SDK has read and
+    authenticated the header (and checked the key commitment).
+
+    Each frame is authenticated before its plaintext is returned; the body must
+    end with exactly one final frame and nothing after it.
+    """
+
+    def __init__(self, source: BinaryIO, header, derived_key: bytes):
+        self._source = source
+        self._algorithm = header.algorithm
+        self._message_id = header.message_id
+        self._frame_length = header.frame_length
+        self._aead = AESGCM(derived_key)
+        self._sequence = 1
+        self._finished = False
+
+    def _read(self, size: int) -> bytes:
+        data = _read_frame(self._source, size)
+        if len(data) != size:
+            raise FrameBodyError(f"the message ends inside frame {self._sequence}: truncated")
+        return data
+
+    def next_frame(self) -> bytes:
+        """The next frame's plaintext; b"" once the final frame was read."""
+        if self._finished:
+            return b""
+        iv_len, tag_len = self._algorithm.iv_len, self._algorithm.auth_len
+        marker = self._read(4)
+        final = marker == FINAL_FRAME_MARKER
+        sequence = struct.unpack(">I", self._read(4) if final else marker)[0]
+        if sequence != self._sequence:
+            raise FrameBodyError(f"frame {sequence} where frame {self._sequence} belongs: "
+                                 "frames were reordered, dropped or duplicated")
+        iv = self._read(iv_len)
+        if iv != sequence.to_bytes(iv_len, "big"):
+            raise FrameBodyError(f"frame {sequence} has an unexpected IV")
+        length = struct.unpack(">I", self._read(4))[0] if final else self._frame_length
+        if length > self._frame_length:
+            raise FrameBodyError(f"final frame {sequence} is longer than a frame")
+        content_string = (ContentAADString.FINAL_FRAME_STRING_ID if final
+                          else ContentAADString.FRAME_STRING_ID).value
+        aad = self._message_id + content_string + struct.pack(">IQ", sequence, length)
+        try:
+            plaintext = self._aead.decrypt(iv, self._read(length + tag_len), aad)
+        except InvalidTag:  # the frame was altered
+            raise FrameBodyError(f"frame {sequence} failed authentication") from None
+        self._sequence += 1
+        if final:
+            self._finished = True
+            if self._source.read(1):
+                raise FrameBodyError("bytes follow the final frame")
+        return plaintext
+
+
+def open_framed_body(decryptor, source: BinaryIO) -> FrameReader | None:
+    """A fast FrameReader for messages in the format this tool writes, or None
+    (other suites, signed or unframed messages) to let the SDK read the body.
+
+    ``decryptor`` is the SDK's stream decryptor over ``source``; reading its
+    header has authenticated the header and checked the key commitment.
+    """
+    header = decryptor.header
+    key = getattr(decryptor, "_derived_data_key", None)  # the SDK keeps no public name for it
+    if (header.algorithm != Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
+            or header.content_type != ContentType.FRAMED_DATA
+            or getattr(decryptor, "verifier", None) is not None or key is None):
+        return None
+    return FrameReader(source, header, key)

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from .errors import ConfigError, IntegrityError, KeyUnavailable
 from .keys import LOCAL_PROVIDER_ID
-from .message_format import encrypt_stream
+from .message_format import FrameBodyError, encrypt_stream, open_framed_body
 from .pipes import ReadAhead, WriteBehind
 
 try:
@@ -145,8 +145,9 @@ class OpenedObject(io.RawIOBase):
             self.key_ids = wrapping_key_ids(io.BytesIO(prefix))
         except Exception:  # noqa: BLE001 - any parse failure means a damaged header
             raise IntegrityError(f"{where} has a damaged header") from None
+        self._source = _Prefixed(prefix, stored)
         self._decryptor = _client().stream(
-            mode="d", source=_Prefixed(prefix, stored), key_provider=keys.master_key_provider()
+            mode="d", source=self._source, key_provider=keys.master_key_provider()
         )
         self._keys = keys
         self._context = dict(context)
@@ -170,9 +171,10 @@ class OpenedObject(io.RawIOBase):
                 )
         # Decryption runs a few frames ahead in its own thread; zstd and the
         # hashing below run here, so the two overlap on two cores.
-        self._ciphertext_ahead = ReadAhead(
-            _GuardedReader(self._decryptor, self._guard), FRAME_LENGTH, depth=4
-        )
+        frames = self._guard(lambda: open_framed_body(self._decryptor, self._source))
+        body = (_GuardedReader(lambda size: frames.next_frame(), self._guard) if frames
+                else _GuardedReader(self._decryptor.read, self._guard))
+        self._ciphertext_ahead = ReadAhead(body, FRAME_LENGTH, depth=4)
         decompressed = zstandard.ZstdDecompressor().stream_reader(
             self._ciphertext_ahead, read_size=FRAME_LENGTH, read_across_frames=True,
             closefd=False,
@@ -192,7 +194,8 @@ class OpenedObject(io.RawIOBase):
                     "import or configure that key"
                 ) from None
             raise IntegrityError(f"{self._where} failed authentication: {error}") from None
-        except (AWSEncryptionSDKClientError, InvalidTag, zstandard.ZstdError) as error:
+        except (AWSEncryptionSDKClientError, InvalidTag, zstandard.ZstdError,
+                FrameBodyError) as error:
             raise IntegrityError(
                 f"{self._where} failed authentication: {type(error).__name__} {error}".rstrip()
             ) from None
@@ -268,18 +271,18 @@ class _Prefixed(io.RawIOBase):
 
 
 class _GuardedReader(io.RawIOBase):
-    """Translates the SDK's errors while zstd pulls ciphertext through it."""
+    """Translates decryption errors while zstd pulls plaintext through it."""
 
-    def __init__(self, decryptor, guard):
+    def __init__(self, read: Callable[[int], bytes], guard):
         super().__init__()
-        self._decryptor = decryptor
+        self._read = read
         self._guard = guard
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        return self._guard(lambda: self._decryptor.read(size))
+        return self._guard(lambda: self._read(size))
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
