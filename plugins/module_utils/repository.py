@@ -23,11 +23,32 @@ from .audit import AuditLog
 from .catalog import BackupRef
 from .errors import BackupError, IntegrityError, KeyUnavailable, StorageError
 from .pipes import BackgroundDigest
-from .sealing import FRAME_LENGTH, MIB, Compression, OpenedObject, encryption_context, seal
+from .sealing import (
+    CONTEXT_PREFIX,
+    FRAME_LENGTH,
+    MIB,
+    Compression,
+    OpenedObject,
+    encryption_context,
+    seal,
+)
 from .storage import Storage
 from .version import VERSION
 
 INCOMPLETE_GRACE_SECONDS = 24 * 3600  # a running backup is never younger than this
+# Objects that several backups of one kind use (the packs of file snapshots)
+# live beside the backups, under backups/<kind>/shared/<name>: not a backup id,
+# so listings and selectors never see them; deleting a backup leaves them.
+SHARED_FOLDER = "shared"
+
+
+def shared_key(kind: str, name: str) -> str:
+    return f"backups/{kind}/{SHARED_FOLDER}/{catalog.check_object_name(name)}"
+
+
+def shared_context(kind: str, name: str) -> dict[str, str]:
+    """A shared object's encryption context: it cannot pass for a backup's object."""
+    return {f"{CONTEXT_PREFIX}shared": f"{kind}/{name}"}
 
 
 @dataclass(frozen=True)
@@ -189,6 +210,67 @@ class Vault:
                 result="failed", error=str(error)),
         )
 
+    # -- shared objects -----------------------------------------------------
+
+    def list_shared(self, kind: str) -> dict[str, dict[str, int]]:
+        """Shared objects of ``kind`` by name: repository name -> stored bytes (names only)."""
+        prefix = f"backups/{kind}/{SHARED_FOLDER}"
+        found: dict[str, dict[str, int]] = {}
+        failures = []
+        for repository in self.repositories:
+            try:
+                for stored in repository.storage.list(prefix):
+                    name = stored.key[len(prefix) + 1:]
+                    found.setdefault(name, {})[repository.name] = stored.size
+            except StorageError as error:
+                failures.append(str(error))
+        if len(failures) == len(self.repositories):
+            raise StorageError("no repository can be listed: " + "; ".join(failures))
+        return found
+
+    def open_shared(self, kind: str, name: str, size: int | None = None,
+                    sha256: str | None = None) -> FailoverReader:
+        """A shared object's plaintext, failing over between repositories like open_object."""
+        key = shared_key(kind, name)
+        context = shared_context(kind, name)
+
+        def opener(repository: Repository):
+            def open_copy():
+                return OpenedObject(repository.storage.reader(key), self.keys, context,
+                                    expected_size=None, expected_sha256=None,
+                                    where=f"{key} in {repository.describe()}")
+            return open_copy
+
+        return FailoverReader(
+            [(repository.name, opener(repository)) for repository in self.repositories],
+            expected_size=size, expected_sha256=sha256, describe=f"shared object {kind}/{name}",
+            on_failure=lambda repository, error: self.audit.record(
+                "read", repository=repository, object=f"{kind}/{SHARED_FOLDER}/{name}",
+                result="failed", error=str(error)),
+        )
+
+    def open_shared_copy(self, repository: Repository, kind: str, name: str) -> OpenedObject:
+        """One repository's copy of a shared object, without failover (for verification)."""
+        key = shared_key(kind, name)
+        return OpenedObject(repository.storage.reader(key), self.keys, shared_context(kind, name),
+                            expected_size=None, expected_sha256=None,
+                            where=f"{key} in {repository.describe()}")
+
+    def delete_shared(self, kind: str, name: str, reason: str) -> dict[str, str]:
+        """Delete a shared object everywhere; the result per repository, refusals reported."""
+        results = {}
+        for repository in self.repositories:
+            try:
+                repository.storage.delete(shared_key(kind, name))
+                results[repository.name] = "deleted"
+                outcome = "ok"
+            except StorageError as error:
+                results[repository.name] = f"refused: {error}"
+                outcome = "failed"
+            self.audit.record("delete", repository=repository.name, result=outcome,
+                              object=f"{kind}/{SHARED_FOLDER}/{name}", reason=reason)
+        return results
+
     # -- verification ------------------------------------------------------
 
     def verify(self, ref: BackupRef) -> VerifyReport:
@@ -269,8 +351,8 @@ class Vault:
             complete = set()
             for stored in storage.list("backups"):
                 parts = stored.key.split("/")
-                if len(parts) < 4:
-                    continue
+                if len(parts) < 4 or BackupRef.parse(parts[2]) is None:
+                    continue  # shared objects are not leftovers of a backup
                 objects.setdefault(parts[2], []).append(stored)
                 if len(parts) == 4 and parts[3] == catalog.MANIFEST_NAME:
                     complete.add(parts[2])
@@ -326,7 +408,19 @@ class BackupWriter:
     def add_bytes(self, name: str, data: bytes) -> dict[str, Any]:
         return self.add_stream(name, io.BytesIO(data))
 
-    def _seal_everywhere(self, key: str, name: str, source: BinaryIO):
+    def add_shared(self, name: str, source: BinaryIO) -> dict[str, Any]:
+        """Seal ``source`` as shared object ``name`` of this backup's kind (see shared_key).
+
+        It is not listed in this backup's manifest: whoever references it records
+        where it is (a snapshot's index does), and it outlives this backup.
+        """
+        sealed = self._seal_everywhere(shared_key(self.kind, name), name, source,
+                                       shared_context(self.kind, name))
+        return {"name": name, "size": sealed.size, "sha256": sealed.sha256,
+                "stored_size": sealed.stored_size}
+
+    def _seal_everywhere(self, key: str, name: str, source: BinaryIO,
+                         context: dict[str, str] | None = None):
         writers = {}
         for repository in list(self.healthy):
             try:
@@ -342,8 +436,8 @@ class BackupWriter:
                     self._lose(repository, error, writers)
 
         try:
-            sealed = seal(source, self.vault.keys, encryption_context(self.id, name), write,
-                          self.vault.compression)
+            sealed = seal(source, self.vault.keys, context or encryption_context(self.id, name),
+                          write, self.vault.compression)
             for repository in list(self.healthy):
                 try:
                     writers[repository.name].commit()
