@@ -275,7 +275,7 @@ class Session:
         self._count += 1
         marker = f"__cosmic_backup_{self._count}__"
         try:
-            self._process.stdin.write(f"{sql.rstrip().rstrip(';')};\n\\echo {marker}\n"
+            self._process.stdin.write(f"{sql.rstrip().rstrip(';')}\n;\n\\echo {marker}\n"
                                       .encode())
             self._process.stdin.flush()
         except BrokenPipeError:

@@ -1,0 +1,77 @@
+"""A small application database on real PostgreSQL 15, and ways to compare two."""
+
+from __future__ import annotations
+
+import subprocess
+
+from ansible_collections.cosmic.backup.plugins.module_utils.pg_tools import Connection
+from ansible_collections.cosmic.backup.plugins.module_utils.postgres_cluster import (
+    TemporaryCluster,
+)
+
+APP_SCHEMA = """
+create role app_owner nologin;
+create role app_reader login password 'reader-secret';
+create role app_writer login in role app_reader;
+create schema app authorization app_owner;
+create table app.users (id bigserial primary key, name text not null, email text unique,
+                        created timestamptz not null default now());
+create table app.posts (id bigint generated always as identity primary key,
+                        user_id bigint not null references app.users,
+                        body text not null, meta jsonb not null default '{}');
+create index posts_meta on app.posts using gin (meta);
+create index posts_user on app.posts (user_id);
+create table public."Odd Name|x" (k text primary key, v numeric(12, 2));
+create view app.user_post_counts as
+  select u.id, count(p.id) from app.users u left join app.posts p on p.user_id = u.id
+  group by u.id;
+create function app.post_count(bigint) returns bigint language sql stable
+  as 'select count(*) from app.posts where user_id = $1';
+insert into app.users (name, email, created)
+  select 'user ' || i, 'u' || i || '@example.invalid',
+         timestamptz '2025-01-01' + i * interval '1 minute' from generate_series(1, 3000) i;
+insert into app.posts (user_id, body, meta)
+  select 1 + i % 3000, repeat('text ' || i, 5), jsonb_build_object('likes', i % 13)
+  from generate_series(1, 12000) i;
+insert into public."Odd Name|x" select 'k' || i, i / 7.0 from generate_series(1, 500) i;
+alter table app.users owner to app_owner;
+alter table app.posts owner to app_owner;
+grant usage on schema app to app_reader;
+grant select on all tables in schema app to app_reader;
+grant insert, update on app.posts to app_writer;
+grant connect, temporary on database {database} to app_reader;
+"""
+
+
+def load_app(cluster: TemporaryCluster, database: str = "app") -> None:
+    cluster.psql(f'create database "{database}"')
+    cluster.psql(APP_SCHEMA.replace("{database}", f'"{database}"'), database)
+
+
+def connection(cluster: TemporaryCluster, database: str = "app", **extra) -> Connection:
+    extra.setdefault("user", "postgres")
+    return Connection(host="127.0.0.1", port=cluster.port, database=database, **extra)
+
+
+def dump_sql(cluster: TemporaryCluster, database: str, *extra: str) -> str:
+    """pg_dump's plain SQL of a database: equal dumps mean equal schema and data."""
+    result = subprocess.run(
+        [f"{cluster.bindir}/pg_dump", "--no-sync", *extra, "-d", database],
+        capture_output=True, env=cluster.environment(), check=True)
+    # \restrict lines carry a random key per run (CVE-2025-8714): not content
+    return "".join(line for line in result.stdout.decode().splitlines(keepends=True)
+                   if not line.startswith(("\\restrict ", "\\unrestrict ")))
+
+
+def fingerprint(cluster: TemporaryCluster, database: str = "app") -> str:
+    """Row counts and an order-independent checksum of the application's tables."""
+    return cluster.psql(
+        "select string_agg(t || ':' || n, ',' order by t) from ("
+        " select 'users' t, count(*) || md5(string_agg(u::text, '' order by id)) n "
+        "   from app.users u union all"
+        " select 'posts', count(*) || md5(string_agg(p::text, '' order by id)) "
+        "   from app.posts p) s", database)
+
+
+def databases(cluster: TemporaryCluster) -> set[str]:
+    return set(cluster.psql("select datname from pg_database").split())

@@ -1,0 +1,257 @@
+"""Logical backups and restores on real PostgreSQL 15 clusters and real repositories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+from ansible_collections.cosmic.backup.plugins.module_utils import database
+from ansible_collections.cosmic.backup.plugins.module_utils.errors import (
+    BackupError,
+    ExternalCommandError,
+    IntegrityError,
+    SelectorError,
+)
+from ansible_collections.cosmic.backup.plugins.module_utils.postgres_cluster import (
+    TemporaryCluster,
+)
+
+from tests.engine import settings
+from tests.integration.dbfixtures import (
+    connection,
+    databases,
+    dump_sql,
+    fingerprint,
+    load_app,
+)
+
+
+@pytest.fixture(scope="module")
+def source():
+    """The production database: one cluster for the module, never modified by a test."""
+    with TemporaryCluster() as cluster:
+        load_app(cluster)
+        yield cluster
+
+
+@pytest.fixture
+def fresh():
+    with TemporaryCluster() as cluster:
+        yield cluster
+
+
+def test_full_round_trip_equals_the_original(source, local_vault, fresh):
+    result = database.backup_database(local_vault, connection(source))
+    meta = local_vault.manifest(local_vault.select(result.backup_id))["meta"]
+    assert meta["tables"] == {"app.posts": 12000, "app.users": 3000,
+                              'public."Odd Name|x"': 500}
+    assert meta["server_version_num"] >= 150000 and meta["database_size"] > 0
+    assert meta["globals"] is True and meta["type"] == "full"
+    assert "reader-secret" not in " ".join(result.commands)
+
+    restored = database.restore_database(local_vault, connection(fresh))
+    assert restored.backup_id == result.backup_id and restored.previous is None
+    assert all(check.ok for check in restored.checks) and len(restored.checks) == 3
+    assert dump_sql(fresh, "app") == dump_sql(source, "app")
+    # roles, memberships and grants came back on a cluster that never had them
+    assert fresh.psql("select has_table_privilege('app_reader', 'app.users', 'select'), "
+                      "has_table_privilege('app_writer', 'app.posts', 'insert'), "
+                      "pg_has_role('app_writer', 'app_reader', 'member'), "
+                      "has_database_privilege('app_reader', 'app', 'temporary')",
+                      "app") == "t|t|t|t"
+    assert fresh.psql("select rolpassword like 'SCRAM%' from pg_authid "
+                      "where rolname = 'app_reader'") == "t"
+
+
+def test_restore_swaps_and_keeps_the_previous_database(source, local_vault, fresh):
+    database.backup_database(local_vault, connection(source))
+    load_app(fresh)
+    fresh.psql("delete from app.posts where id > 100; insert into app.users (name) "
+               "values ('written after the backup')", "app")
+    damaged = fingerprint(fresh)
+    result = database.restore_database(local_vault, connection(fresh))
+    assert result.previous.startswith("app_pre_restore_")
+    assert databases(fresh) >= {"app", result.previous}
+    assert fingerprint(fresh) == fingerprint(source)
+    assert fingerprint(fresh, result.previous) == damaged  # the operator can still look
+    assert not [name for name in databases(fresh) if "_restoring_" in name]
+    events = [e for e in local_vault.audit.events() if e["action"] == "restore"]
+    assert events[-1]["result"] == "ok" and events[-1]["previous"] == result.previous
+
+
+def test_schema_only_restores_into_an_empty_database(source, local_vault, fresh):
+    result = database.backup_database(local_vault, connection(source), type="schema")
+    assert result.rows == 0 and result.tables == 3
+    restored = database.restore_database(local_vault, connection(fresh, "app_dev"))
+    assert {check.detail for check in restored.checks} == {"present and empty"}
+    assert fresh.psql("select count(*) from app.users", "app_dev") == "0"
+    assert dump_sql(fresh, "app_dev", "--schema-only").replace("app_dev", "app") == \
+        dump_sql(source, "app", "--schema-only")
+
+
+def test_parallel_directory_format_and_parallel_restore(source, local_vault, fresh, tmp_path):
+    tmp_path = tmp_path / "work"
+    tmp_path.mkdir()
+    result = database.backup_database(local_vault, connection(source), format="directory",
+                                      jobs=2, work_dir=str(tmp_path))
+    objects = {o["name"] for o in local_vault.manifest(local_vault.select(result.backup_id))
+               ["objects"]}
+    assert "database.dir/toc.dat" in objects and "globals.sql" in objects
+    database.restore_database(local_vault, connection(fresh), jobs=2, work_dir=str(tmp_path))
+    assert dump_sql(fresh, "app") == dump_sql(source, "app")
+    assert list(tmp_path.iterdir()) == []  # no spool left behind
+
+
+def test_parallel_restore_of_a_streamed_custom_dump(source, local_vault, fresh):
+    database.backup_database(local_vault, connection(source))
+    database.restore_database(local_vault, connection(fresh), jobs=2)
+    assert dump_sql(fresh, "app") == dump_sql(source, "app")
+
+
+def test_latest_skips_schema_backups_of_another_type(source, local_vault):
+    full = database.backup_database(local_vault, connection(source))
+    database.backup_database(local_vault, connection(source), type="schema")
+    ref, manifest = database.select_backup(local_vault, "latest", ["full"])
+    assert ref.id == full.backup_id and manifest["meta"]["type"] == "full"
+    with pytest.raises(SelectorError, match="is a full backup, not schema"):
+        database.select_backup(local_vault, full.backup_id, ["schema"])
+
+
+def test_verification_in_a_throwaway_instance(source, local_vault):
+    database.backup_database(local_vault, connection(source))
+    report = database.verify_database_backup(local_vault)
+    assert report.ok, [c for c in report.checks if not c.ok]
+    names = {check.name for check in report.checks}
+    assert {"restore", "table app.users", "index app.posts_user", "index app.users_pkey",
+            'table public."Odd Name|x"'} <= names
+
+
+# -- bad input and faults: a clear error, and nothing changed -------------------------
+
+
+def test_wrong_password_is_a_clear_error(source, local_vault):
+    source.psql("alter role app_reader password 'reader-secret'")
+    source.run(["/bin/sh", "-c", f"sed -i '1i host all app_reader 127.0.0.1/32 scram-sha-256' "
+                                 f"{source.data_dir}/pg_hba.conf"])
+    source.psql("select pg_reload_conf()")
+    try:
+        bad = connection(source, user="app_reader", password="not-the-password")
+        with pytest.raises(ExternalCommandError, match="password authentication failed") as e:
+            database.backup_database(local_vault, bad)
+        assert "not-the-password" not in str(e.value)
+        assert local_vault.list("database") == []
+        good = connection(source, user="app_reader", password="reader-secret")
+        # a login that may not read pg_authid still gets its dump (roles without passwords)
+        source.psql("grant select on all tables in schema public to app_reader; "
+                    "grant select on all sequences in schema app to app_reader", "app")
+        result = database.backup_database(local_vault, good)
+        assert any("without passwords" in warning for warning in result.warnings)
+    finally:
+        source.run(["/bin/sh", "-c", f"sed -i '1d' {source.data_dir}/pg_hba.conf"])
+        source.psql("select pg_reload_conf()")
+
+
+def test_unknown_database_is_a_clear_error(source, local_vault):
+    with pytest.raises(ExternalCommandError, match='database "nope" does not exist'):
+        database.backup_database(local_vault, connection(source, "nope"))
+    assert local_vault.list("database") == []
+
+
+def test_corrupted_dump_leaves_the_current_database_untouched(source, local_vault, fresh,
+                                                              local_settings):
+    result = database.backup_database(local_vault, connection(source))
+    load_app(fresh)
+    fresh.psql("insert into app.users (name) values ('current')", "app")
+    before, names = fingerprint(fresh), databases(fresh)
+    for repository in local_settings["repositories"]:
+        path = (f"{repository['url']}/backups/database/{result.backup_id}"
+                f"/data/{database.DUMP_OBJECT}")
+        with open(path, "r+b") as handle:
+            middle = os.fstat(handle.fileno()).st_size // 2
+            handle.seek(middle)
+            byte = handle.read(1)
+            handle.seek(middle)
+            handle.write(bytes([byte[0] ^ 0x40]))
+    with pytest.raises(IntegrityError):
+        database.restore_database(local_vault, connection(fresh))
+    assert fingerprint(fresh) == before and databases(fresh) == names
+    assert local_vault.audit.events()[-1]["result"] == "failed"
+
+
+def test_connected_sessions_block_the_swap_unless_told(source, local_vault, fresh):
+    database.backup_database(local_vault, connection(source))
+    load_app(fresh)
+    before, names = fingerprint(fresh), databases(fresh)
+    session = subprocess.Popen([f"{fresh.bindir}/psql", "-X", "-d", "app", "-c",
+                                "select pg_sleep(60)"], env=fresh.environment())
+    try:
+        deadline = time.monotonic() + 10
+        while fresh.psql("select count(*) from pg_stat_activity where datname = 'app' "
+                         "and query like '%pg_sleep%'") != "1":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(BackupError, match="stop the application first"):
+            database.restore_database(local_vault, connection(fresh))
+        assert fingerprint(fresh) == before and databases(fresh) == names
+        result = database.restore_database(local_vault, connection(fresh),
+                                           terminate_connections=True)
+        assert fingerprint(fresh) == fingerprint(source)
+        assert result.previous in databases(fresh)
+    finally:
+        session.kill()
+        session.wait()
+
+
+def test_server_stopped_mid_dump_stores_nothing(local_vault):
+    with TemporaryCluster() as cluster:
+        load_app(cluster)
+        # A session holding a lock makes pg_dump wait mid-run, deterministically.
+        locker = subprocess.Popen(
+            [f"{cluster.bindir}/psql", "-X", "-d", "app"], stdin=subprocess.PIPE,
+            env=cluster.environment())
+        locker.stdin.write(b"begin; lock table app.posts in access exclusive mode;\n"
+                           b"select pg_sleep(60);\n")
+        locker.stdin.flush()
+        failure: list[BaseException] = []
+
+        def run():
+            try:
+                database.backup_database(local_vault, connection(cluster))
+            except BaseException as error:  # noqa: BLE001 - inspected below
+                failure.append(error)
+
+        worker = threading.Thread(target=run)
+        time.sleep(0.5)
+        worker.start()
+        deadline = time.monotonic() + 20
+        while cluster.psql("select count(*) from pg_locks where not granted") == "0":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        cluster.stop("immediate")
+        worker.join(60)
+        locker.kill()
+        locker.wait()
+    assert failure and isinstance(failure[0], BackupError), failure
+    assert "nothing was stored" in str(failure[0]) or "failed" in str(failure[0])
+    assert local_vault.list("database") == []
+
+
+def test_s3_primary_round_trip(source, moto_server, tmp_path, fresh):
+    import boto3
+
+    boto3.client("s3").create_bucket(
+        Bucket="db-backups", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+    vault = settings.build_vault({
+        "repositories": [{"name": "primary", "url": "s3://db-backups/cosmic"},
+                         {"name": "secondary", "url": str(tmp_path / "secondary")}],
+        "keys": {"kms_key_arns": [key]},
+    })
+    result = database.backup_database(vault, connection(source))
+    assert set(vault.list("database")[0].copies) == {"primary", "secondary"}
+    database.restore_database(vault, connection(fresh))
+    assert dump_sql(fresh, "app") == dump_sql(source, "app")
+    assert result.stored_size < result.size
