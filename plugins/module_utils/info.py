@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from . import capacity, verification
+from . import capacity, metrics, verification
 from .alerts import Alert, stale_alert
 from .audit import AuditLog
 from .catalog import KINDS
@@ -111,8 +111,12 @@ def audit_trail(vault, backup_id: str, extra_logs: Sequence[str] = ()) -> list[d
     any playbook audit logs, and the verification records in the repositories."""
     events = list(vault.audit.events(backup_id))
     for path in extra_logs:
-        events += [e for e in AuditLog(path).events()
-                   if backup_id in (e.get("backup_ids") or []) or e.get("backup_id") == backup_id]
+        for event in AuditLog(path).events():
+            if backup_id in (event.get("backup_ids") or []) or event.get("backup_id") == backup_id:
+                # The playbook callback's lines name an event and a module, not an action.
+                event.setdefault("action", f"playbook {event.get('event', 'event')}: "
+                                           f"{event.get('module', '')}".rstrip(": "))
+                events.append(event)
     for summary in verification.records(vault).get(backup_id, []):
         events.append({"time": summary.time.isoformat(timespec="milliseconds"),
                        "action": "verification record", "backup_id": backup_id,
@@ -165,3 +169,35 @@ def stale_alerts(result: dict[str, Any]) -> list[Alert]:
     return [stale_alert(kind, entry["newest_age_seconds"], entry["max_age"], where,
                         entry["newest"])
             for kind, entry in result["kinds"].items() if entry["stale"]]
+
+
+def write_metrics(directory: str, result: dict[str, Any]) -> str:
+    """The report as ``cosmic_backup_catalog.prom``: ages, freshness, verification,
+    repository sizes and free space."""
+    samples = []
+    for kind, entry in result["kinds"].items():
+        labels = {"kind": kind}
+        if entry["newest_created"]:
+            created = datetime.fromisoformat(entry["newest_created"]).timestamp()
+            samples.append(metrics.Sample("newest_backup_timestamp_seconds", created, labels))
+            samples.append(metrics.Sample("newest_backup_age_seconds",
+                                          entry["newest_age_seconds"], labels))
+        if entry["max_age"]:
+            limit = Duration.parse(entry["max_age"]).seconds()
+            samples.append(metrics.Sample("backup_max_age_seconds", limit, labels))
+            samples.append(metrics.Sample("backup_stale", entry["stale"], labels))
+        if entry["last_verified"]:
+            verified = datetime.fromisoformat(entry["last_verified"]).timestamp()
+            samples.append(metrics.Sample("last_verified_timestamp_seconds", verified, labels))
+            samples.append(metrics.Sample("verify_age_seconds", entry["verify_age_seconds"],
+                                          labels))
+    for usage in result["usage"]:
+        labels = {"repository": usage["repository"], "kind": usage["kind"]}
+        samples.append(metrics.Sample("backups", usage["backups"], labels))
+        samples.append(metrics.Sample("repository_bytes", usage["bytes"], labels))
+    for space in result["free_space"]:
+        labels = {"path": space["path"]}
+        samples.append(metrics.Sample("filesystem_free_bytes", space["free_bytes"], labels))
+        samples.append(metrics.Sample("filesystem_free_ratio", space["free_ratio"], labels))
+        samples.append(metrics.Sample("filesystem_low", space["low"], labels))
+    return metrics.write_textfile(directory, "cosmic_backup_catalog.prom", samples)
