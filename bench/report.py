@@ -39,6 +39,8 @@ class RunInfo:
     data: dict[str, dict[str, Any]]
     data_dir: str
     versions: dict[str, str] = field(default_factory=dict)
+    pressure_before: dict[str, int] = field(default_factory=dict)
+    pressure_after: dict[str, int] = field(default_factory=dict)
 
 
 def load_average() -> str:
@@ -46,6 +48,33 @@ def load_average() -> str:
         return " ".join(f"{value:.2f}" for value in os.getloadavg())
     except OSError:
         return "unknown"
+
+
+def pressure() -> dict[str, int]:
+    """Cumulative stall times (microseconds) from Linux pressure stall information."""
+    totals = {}
+    for resource in ("cpu", "io"):
+        try:
+            with open(f"/proc/pressure/{resource}", encoding="utf-8") as handle:
+                for line in handle:
+                    kind, *fields = line.split()
+                    values = dict(field.split("=") for field in fields)
+                    totals[f"{resource} {kind}"] = int(values["total"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return totals
+
+
+def _stalls(info: RunInfo) -> str | None:
+    """Share of the run's time in which some task waited for CPU or disk."""
+    if not info.pressure_before or not info.pressure_after or info.seconds <= 0:
+        return None
+    parts = []
+    for key in ("cpu some", "io some", "io full"):
+        if key in info.pressure_before and key in info.pressure_after:
+            stalled = (info.pressure_after[key] - info.pressure_before[key]) / 1e6
+            parts.append(f"{key} {stalled / info.seconds:.0%}")
+    return ", ".join(parts) or None
 
 
 def _first_line(argv: list[str]) -> str:
@@ -233,7 +262,9 @@ def render(info: RunInfo, results: list[RowResult]) -> str:
         "inputs are read (untimed) before every timed command: both sides read from memory.",
         "- Writes: after every timed command the row's files are fsynced (untimed), so one "
         "command's writeback is not billed to the next. Ours fsyncs each object before it "
-        "commits it (inside its time); the anchor's `> file` does not.",
+        "commits it (inside its time); the issue's anchor (`> file`) does not, so "
+        "store-stream-durable repeats the row with `sync FILE` (an fsync of that file) "
+        "after the anchor.",
         "- Fresh state: store rows start each timed command with no repository and no output "
         "file; our repository and key are local (`keys.local_key_file`), compression "
         "`{level: 3, threads: 2}` like `zstd -3 -T2`.",
@@ -255,9 +286,12 @@ def render(info: RunInfo, results: list[RowResult]) -> str:
         f"| load average (1, 5, 15 min) before | {info.load_before} |",
         f"| load average after | {info.load_after} |",
         f"| data directory | `{_display(info.data_dir)}` |",
+        *([f"| stalled during the run (pressure stall information) | {_stalls(info)} |"]
+          if _stalls(info) else []),
         "",
         "The machine may be shared: compare ratios (same run, alternated), not absolute "
-        "times across runs.",
+        "times across runs. \"cpu some 40%\" means that for 40% of the run at least one "
+        "task was ready to run but waited for a CPU (the benchmark's own threads count too).",
         "",
     ]
     return "\n".join(lines)

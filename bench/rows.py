@@ -50,6 +50,18 @@ ROWS = [
         reset=fresh_outputs,
     ),
     Row(
+        # Ours fsyncs what it stores (a backup must survive a crash); the
+        # issue's anchor leaves its file in the page cache. This row makes
+        # the anchor durable too (`sync FILE` fsyncs that file only), to
+        # show what of the gap is the disk.
+        name="store-stream-durable",
+        summary="store-stream with the anchor's output fsynced too (informational)",
+        ours="{measure} {cosmic} backup-stream files --name tree.tar --file {stream}",
+        anchor="zstd -3 -T2 -c {stream} | age -r {age_recipient} > {out} && sync {out}",
+        target=Target(ratio=None, rss_mib=STREAM_RSS_MIB),
+        reset=fresh_outputs,
+    ),
+    Row(
         name="read-verify",
         summary="read the stored stream back, decrypt, decompress and verify it",
         ours="{measure} {cosmic} restore-stream latest --kind files --name tree.tar > /dev/null",

@@ -110,6 +110,7 @@ def run(scale: float, repeat: int, row_names: list[str] | None, data_dir: str,
     started = datetime.now(UTC)
     clock = time.monotonic()
     machine_before = report.load_average()
+    pressure_before = report.pressure()
     with data.locked(data_dir), contextlib.ExitStack() as stack:
         needs = {need for row in rows for need in row.needs}
         prepared = prepare_data(needs, scale, data_dir, stack, log)
@@ -128,7 +129,8 @@ def run(scale: float, repeat: int, row_names: list[str] | None, data_dir: str,
             seconds=time.monotonic() - clock, load_before=machine_before,
             load_after=report.load_average(), shared_commands=shared_commands,
             data={name: value.info for name, value in prepared.items()},
-            data_dir=data_dir,
+            data_dir=data_dir, pressure_before=pressure_before,
+            pressure_after=report.pressure(),
         )
         text = report.render(run_info, results)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
