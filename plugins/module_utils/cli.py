@@ -15,6 +15,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 
+from . import cli_catalog, wal_cli
 from .errors import BackupError, ConfigError
 from .keys import LocalKey
 from .settings import build_vault, load_settings
@@ -88,26 +89,6 @@ def _write_atomically(path: str, plain) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-
-
-def command_verify(args) -> int:
-    vault = _vault(args)
-    ref = vault.select(args.selector, args.kind)
-    report = vault.verify(ref)
-    if args.json:
-        print(json.dumps({"backup_id": ref.id, "ok": report.ok,
-                          "checks": [check.__dict__ for check in report.checks]}, indent=2))
-    else:
-        for check in report.checks:
-            state = "ok " if check.ok else "BAD"
-            print(f"{state} {check.repository:<10} {check.name}"
-                  + (f"  {check.error}" if check.error else ""))
-    failure = report.first_failure()
-    if failure is None:
-        return EXIT_OK
-    print(f"cosmic-backup: error: {ref.id}: {failure.name} in {failure.repository} "
-          f"is damaged: {failure.error}", file=sys.stderr)
-    return EXIT_ERROR
 
 
 def command_show(args) -> int:
@@ -218,11 +199,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--name", required=True)
     sub.add_argument("--output", help="file to write (appears only when complete)")
 
-    sub = command("verify", command_verify,
-                  "decrypt every object of every copy and check it against the manifest")
-    sub.add_argument("selector")
-    sub.add_argument("--kind")
-    sub.add_argument("--json", action="store_true")
+    cli_catalog.add_commands(command)  # verify, info, prune
 
     sub = command("show", command_show, "print a backup's manifest")
     sub.add_argument("selector")
@@ -231,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     sub = command("cleanup", command_cleanup, "remove what interrupted backups left behind")
     sub.add_argument("--older-than", type=float, default=24 * 3600, metavar="SECONDS",
                      help="only leftovers at least this old (default one day)")
+
+    wal_cli.add_commands(command)
 
     key = commands.add_parser("key", help="the local master key: init, export, import")
     key_commands = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")

@@ -18,6 +18,8 @@ ids, check names, counts and error messages, never keys or data. They live under
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import random
 import socket
@@ -28,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .audit import current_actor
-from .catalog import BackupRef
+from .catalog import KINDS, BackupRef
 from .errors import BackupError, KeyUnavailable, StorageError
 from .version import VERSION
 
@@ -59,6 +61,10 @@ def register(kind: str, verifier: KindVerifier) -> None:
 
 
 def registered(kind: str) -> KindVerifier | None:
+    """The kind's check; by convention ``module_utils/<kind>.py`` registers it on import."""
+    if kind not in _VERIFIERS and kind in KINDS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"{__package__}.{kind}")
     return _VERIFIERS.get(kind)
 
 
@@ -74,6 +80,7 @@ class Verification:
     notes: list[str] = field(default_factory=list)
     recorded_in: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    objects: list[Any] = field(default_factory=list)  # Vault.verify's per-object checks
 
     @property
     def ok(self) -> bool:
@@ -118,6 +125,7 @@ def verify_backup(vault, ref: BackupRef, *, deep: bool = True, record: bool = Tr
         result.checks.append(Check("manifest", False, str(error)))
         report = None
     if report is not None:
+        result.objects = list(report.checks)
         for repository in vault.repositories:
             mine = [check for check in report.checks if check.repository == repository.name]
             failed = next((check for check in mine if not check.ok), None)
@@ -126,7 +134,7 @@ def verify_backup(vault, ref: BackupRef, *, deep: bool = True, record: bool = Tr
                 f"{len(mine)} objects" if failed is None else f"{failed.name}: {failed.error}",
                 repository.name,
             ))
-    verifier = _VERIFIERS.get(ref.kind)
+    verifier = registered(ref.kind) if deep else None
     if not deep:
         result.notes.append("stored-object authentication only (deep checks not requested)")
     elif verifier is None:

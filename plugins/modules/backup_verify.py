@@ -109,6 +109,11 @@ from ansible_collections.cosmic.backup.plugins.module_utils.monitoring import (
 )
 from ansible_collections.cosmic.backup.plugins.module_utils.settings import build_vault
 
+try:  # each kind's engine module registers its check on import (and Ansible ships it)
+    from ansible_collections.cosmic.backup.plugins.module_utils import database
+except ImportError:
+    database = None
+
 KINDS = ["database", "wal", "files", "config", "code"]
 
 

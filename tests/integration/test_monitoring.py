@@ -28,7 +28,7 @@ NOW = datetime.now(timezone.utc)
 def test_stale_kind_is_reported_and_alerted_and_a_fresh_one_is_not(local_vault):
     backup_at(local_vault, "database", NOW - timedelta(hours=30))
     fresh = backup_at(local_vault, "files", NOW - timedelta(hours=2))
-    verification.verify_backup(local_vault, local_vault.select(fresh))
+    verification.verify_backup(local_vault, local_vault.select(fresh), deep=False)
     limits = monitoring.parse_max_age({"database": "26h", "files": "26h"})
     result = info.report(local_vault, now=NOW, max_age=limits)
     assert result["stale"] == ["database"]
@@ -78,7 +78,7 @@ def test_report_shows_copies_sizes_window_and_audit(local_vault, local_settings)
     assert window["latest"] == local_vault.select(later).created.isoformat()
     usage = {(u["repository"], u["kind"]): u for u in result["usage"]}
     assert usage[("primary", "wal")]["backups"] == 2
-    verification.verify_backup(local_vault, local_vault.select(base))
+    verification.verify_backup(local_vault, local_vault.select(base), deep=False)
     trail = info.audit_trail(local_vault, base)
     actions = [event["action"] for event in trail]
     assert actions.count("write") == 2 and "verification" in actions
