@@ -191,7 +191,8 @@ def _data_section(info: RunInfo) -> list[str]:
     if stream:
         lines += [
             f"- **Stream**: `{_display(info.data_dir)}/stream-{stream['scale']}.tar`, "
-            f"{stream['files']} files of the tree in path order, {stream['bytes']:,} bytes "
+            f"{stream['files']} files of the tree (chosen in a hashed order, so that it keeps "
+            f"the tree's mix; written in path order), {stream['bytes']:,} bytes "
             f"({_size(stream['bytes'])}), "
             f"{stream['incompressible_bytes'] / stream['content_bytes']:.1%} incompressible; "
             f"SHA-256 `{stream['sha256'][:16]}`.",

@@ -55,7 +55,7 @@ ROWS = [
         # the anchor durable too (`sync FILE` fsyncs that file only), to
         # show what of the gap is the disk.
         name="store-stream-durable",
-        summary="store-stream with the anchor's output fsynced too (informational)",
+        summary="the store-stream row with the anchor's output fsynced too (informational)",
         ours="{measure} {cosmic} backup-stream files --name tree.tar --file {stream}",
         anchor="zstd -3 -T2 -c {stream} | age -r {age_recipient} > {out} && sync {out}",
         target=Target(ratio=None, rss_mib=STREAM_RSS_MIB),
