@@ -3,17 +3,6 @@
 
 from __future__ import annotations
 
-import getpass
-import json
-import os
-import re
-import socket
-import time
-import uuid
-from datetime import datetime, timezone
-
-from ansible.plugins.callback import CallbackBase
-
 DOCUMENTATION = r"""
 name: audit_log
 type: aggregate
@@ -42,6 +31,17 @@ options:
       - section: callback_cosmic_backup_audit_log
         key: path
 """
+
+import getpass  # noqa: E402 - ansible-test wants DOCUMENTATION first
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+
+from ansible.plugins.callback import CallbackBase  # noqa: E402
 
 COLLECTION = "cosmic.backup."
 BACKUP_ID = re.compile(r"\b\d{8}T\d{6}\.\d{3}Z-[a-z][a-z0-9_]*-[a-z2-7]{6}\b")

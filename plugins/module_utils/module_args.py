@@ -22,11 +22,11 @@ def vault_argument_spec() -> dict[str, Any]:
                 "replicated": {"type": "bool", "default": False},
             },
         },
-        "keys": {
-            "type": "dict", "required": True,
+        "keys": {  # paths and ARNs, never key material
+            "type": "dict", "required": True, "no_log": False,
             "options": {
                 "local_key_file": {"type": "path"},
-                "kms_key_arns": {"type": "list", "elements": "str"},
+                "kms_key_arns": {"type": "list", "elements": "str", "no_log": False},
                 "kms_endpoint_url": {"type": "str"},
             },
             "required_one_of": [["local_key_file", "kms_key_arns"]],

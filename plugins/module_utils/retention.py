@@ -28,6 +28,7 @@ PERIODS = (
     ("monthly", "%Y-%m"),
     ("yearly", "%Y"),
 )
+PERIOD_RULES = tuple(rule for rule, _pattern in PERIODS)
 DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([hdwy])\s*$")
 UNIT_NAMES = {"h": "hour", "d": "day", "w": "week", "y": "year"}
 
@@ -106,7 +107,7 @@ class Policy:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{what} must be a mapping such as {{daily: 30d, weekly: 90d}} "
                               "or the word indefinite")
-        names = {"last", "within", "indefinite", *(name for name, _ in PERIODS)}
+        names = {"last", "within", "indefinite", *PERIOD_RULES}
         unknown = sorted(set(value) - names)
         if unknown:
             raise ConfigError(f"{what} has unknown rules {', '.join(unknown)}: "
@@ -135,14 +136,14 @@ class Policy:
         parts = [f"the newest {self.last}"] if self.last else []
         if self.within:
             parts.append(f"all of the last {self.within.describe()}")
-        parts += [f"{name} for {window.describe()}" for name, _, window in self.rules()]
+        parts += [f"{name} for {window.describe()}" for name, _pattern, window in self.rules()]
         return "keep " + ", ".join(parts) if parts else "keep nothing"
 
     def to_dict(self) -> dict[str, Any]:
         if self.indefinite:
             return {"indefinite": True}
         result: dict[str, Any] = {"last": self.last}
-        for name in ("within", *(name for name, _ in PERIODS)):
+        for name in ("within", *PERIOD_RULES):
             if getattr(self, name) is not None:
                 result[name] = str(getattr(self, name))
         return result

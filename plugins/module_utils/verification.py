@@ -52,6 +52,7 @@ class Check:
 
 # function(vault, ref, manifest) -> the kind's checks; raising BackupError fails them.
 KindVerifier = Callable[[Any, BackupRef, dict], Sequence[Check]]
+RAW_STREAM_LAYOUT = "stream"  # meta["layout"] of `cosmic-backup backup-stream` backups
 _VERIFIERS: dict[str, KindVerifier] = {}
 
 
@@ -135,7 +136,11 @@ def verify_backup(vault, ref: BackupRef, *, deep: bool = True, record: bool = Tr
                 repository.name,
             ))
     verifier = registered(ref.kind) if deep else None
-    if not deep:
+    if deep and verifier is not None and _is_raw_stream(vault, ref):
+        verifier = None
+        result.notes.append("a raw stream (cosmic-backup backup-stream): "
+                            "stored-object authentication only")
+    elif not deep:
         result.notes.append("stored-object authentication only (deep checks not requested)")
     elif verifier is None:
         result.notes.append(f"no {ref.kind}-specific check is installed; "
@@ -151,6 +156,14 @@ def verify_backup(vault, ref: BackupRef, *, deep: bool = True, record: bool = Tr
                        kind=ref.kind, checks=len(result.checks),
                        failed=[check.name for check in result.failures()] or None)
     return result
+
+
+def _is_raw_stream(vault, ref: BackupRef) -> bool:
+    """Streams sealed as they came carry no layout a kind's check could read."""
+    try:
+        return vault.manifest(ref).get("meta", {}).get("layout") == RAW_STREAM_LAYOUT
+    except BackupError:
+        return False  # the kind's check reports the unreadable manifest
 
 
 def _run_verifier(verifier: KindVerifier, vault, ref: BackupRef) -> list[Check]:
@@ -222,7 +235,7 @@ def parse_record_key(key: str, repository: str) -> RecordSummary | None:
     if len(parts) != 5 or "/".join(parts[:2]) != RECORD_ROOT:
         return None
     kind, backup_id, name = parts[2], parts[3], parts[4]
-    stamp, _, outcome = name.removesuffix(".json").rpartition("-")
+    stamp, _dash, outcome = name.removesuffix(".json").rpartition("-")
     if outcome not in ("ok", "failed"):
         return None
     try:

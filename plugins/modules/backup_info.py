@@ -19,12 +19,13 @@ description:
     records (C(audit/verifications/) in each repository).
   - Shows the audit trail of one backup (who created, verified, restored or pruned
     it) with O(audit_for).
-author: cosmic.backup engineers
+author: cosmic.backup engineers (@cosmic-backup)
 extends_documentation_fragment:
   - cosmic.backup.vault
   - cosmic.backup.monitoring
 attributes:
   check_mode:
+    description: Can run in check_mode and predict changed status without modifying target.
     support: full
     details: Reads only; in check mode no metrics file is written and no alert is sent.
 options:

@@ -20,12 +20,13 @@ description:
     WAL is left alone and a warning says why.
   - A refusal from storage (S3 Object Lock, versioning, permissions) is reported per
     backup and repository, not retried.
-author: cosmic.backup engineers
+author: cosmic.backup engineers (@cosmic-backup)
 extends_documentation_fragment:
   - cosmic.backup.vault
   - cosmic.backup.monitoring
 attributes:
   check_mode:
+    description: Can run in check_mode and predict changed status without modifying target.
     support: full
     details: Returns exactly what would be deleted and why the rest stays; deletes nothing.
 options:

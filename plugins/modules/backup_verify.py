@@ -19,12 +19,13 @@ description:
     into every repository (C(audit/verifications/<kind>/<id>/)), which C(backup_info)
     shows and C(backup_prune) uses to protect the newest verified backup.
   - Fails when any verification fails, naming the check, the repository and the error.
-author: cosmic.backup engineers
+author: cosmic.backup engineers (@cosmic-backup)
 extends_documentation_fragment:
   - cosmic.backup.vault
   - cosmic.backup.monitoring
 attributes:
   check_mode:
+    description: Can run in check_mode and predict changed status without modifying target.
     support: full
     details: Returns the backups that would be verified and verifies nothing.
 options:
@@ -110,9 +111,10 @@ from ansible_collections.cosmic.backup.plugins.module_utils.monitoring import (
 from ansible_collections.cosmic.backup.plugins.module_utils.settings import build_vault
 
 try:  # each kind's engine module registers its check on import (and Ansible ships it)
-    from ansible_collections.cosmic.backup.plugins.module_utils import database
+    from ansible_collections.cosmic.backup.plugins.module_utils import database, files
 except ImportError:
-    database = None
+    database = files = None
+KIND_CHECKS = (database, files)  # imported for their registration alone
 
 KINDS = ["database", "wal", "files", "config", "code"]
 
