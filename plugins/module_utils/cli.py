@@ -15,7 +15,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 
-from . import cli_catalog, wal_cli
+from . import cli_catalog, files_cli, wal_cli
 from .errors import BackupError, ConfigError
 from .keys import LocalKey
 from .settings import build_vault, load_settings
@@ -210,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
                      help="only leftovers at least this old (default one day)")
 
     wal_cli.add_commands(command)
+    files_cli.add_commands(command)  # files backup, restore, verify, gc
 
     key = commands.add_parser("key", help="the local master key: init, export, import")
     key_commands = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
