@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -104,7 +105,7 @@ def command_environment() -> dict[str, str]:
 
 
 def run(scale: float, repeat: int, row_names: list[str] | None, data_dir: str,
-        output: str, log=print) -> tuple[int, list[RowResult]]:
+        output: str, log=print, keep: bool = False) -> tuple[int, list[RowResult]]:
     rows = select(row_names)
     data_dir = os.path.abspath(data_dir)
     started = datetime.now(UTC)
@@ -133,6 +134,8 @@ def run(scale: float, repeat: int, row_names: list[str] | None, data_dir: str,
             pressure_after=report.pressure(),
         )
         text = report.render(run_info, results)
+        if not keep:
+            shutil.rmtree(work_root, ignore_errors=True)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -160,13 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=data.DEFAULT_DATA_DIR,
                         help="cached reference data and scratch space (default var/bench)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="report (bench/RESULTS.md)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the rows' repositories and outputs in DATA_DIR/work "
+                             "(several GB at scale 1), e.g. to profile a command by hand")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     try:
         data.scale_label(args.scale)
         names = [name.strip() for name in args.rows.split(",")] if args.rows else None
-        code, _ = run(args.scale, args.repeat, names, args.data_dir, args.output)
+        code, _ = run(args.scale, args.repeat, names, args.data_dir, args.output,
+                      keep=args.keep)
     except (ValueError, BenchError) as error:
         print(f"bench: error: {error}", file=sys.stderr)
         return EXIT_ERROR
