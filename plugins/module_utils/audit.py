@@ -11,7 +11,7 @@ import getpass
 import json
 import os
 import socket
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 
@@ -35,7 +35,7 @@ class AuditLog:
     def record(self, action: str, *, result: str, backup_id: str | None = None,
                repository: str | None = None, **details: Any) -> dict[str, Any]:
         event = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "actor": self.actor,
             "host": self.host,
             "action": action,

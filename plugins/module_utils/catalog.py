@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from .errors import ConfigError, SelectorError
 
@@ -43,7 +43,7 @@ def check_object_name(name: str) -> str:
 
 
 def new_backup_id(kind: str, now: datetime | None = None) -> str:
-    now = (now or datetime.now(UTC)).astimezone(UTC)
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     stamp = now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z"
     tag = base64.b32encode(secrets.token_bytes(5)).decode().lower()[:6]
     return f"{stamp}-{check_kind(kind)}-{tag}"
@@ -63,7 +63,7 @@ class BackupRef:
         if not match:
             return None
         created = datetime.strptime(match["time"], "%Y%m%dT%H%M%S.%fZ").replace(
-            tzinfo=UTC
+            tzinfo=timezone.utc
         )
         return cls(backup_id, match["kind"], created)
 

@@ -13,12 +13,13 @@ import os
 import shutil
 import sys
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from . import cli_catalog, files_cli, wal_cli
 from .errors import BackupError, ConfigError
 from .keys import LocalKey
 from .settings import build_vault, load_settings
+from .verification import RAW_STREAM_LAYOUT
 from .version import VERSION
 
 EXIT_OK, EXIT_WARNING, EXIT_ERROR = 0, 1, 2
@@ -48,6 +49,7 @@ def command_backup_stream(args) -> int:
     """Seal standard input (or a file) as one object of a new backup."""
     vault = _vault(args)
     meta = dict(item.split("=", 1) for item in args.meta)
+    meta["layout"] = RAW_STREAM_LAYOUT  # no kind-specific structure to check later
     source = open(args.file, "rb") if args.file else sys.stdin.buffer  # noqa: SIM115
     with source, vault.new_backup(args.kind, meta) as backup:
         entry = backup.add_stream(args.name, source)
@@ -128,7 +130,7 @@ def command_key_init(args) -> int:
 def command_key_export(args) -> int:
     key = LocalKey.load(_key_path(args))
     print(f"# cosmic-backup recovery code for key {key.key_id}")
-    print(f"# created {datetime.now(UTC):%Y-%m-%d}; keep it apart from the backups")
+    print(f"# created {datetime.now(timezone.utc):%Y-%m-%d}; keep it apart from the backups")
     print(key.recovery_code())
     return EXIT_OK
 

@@ -15,7 +15,7 @@ import platform
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from . import catalog
@@ -343,7 +343,7 @@ class Vault:
         """Remove what interrupted runs left behind: temporary writes, abandoned
         multipart uploads, and backup folders that never got a manifest."""
         removed = []
-        cutoff = datetime.now(UTC).timestamp() - older_than
+        cutoff = datetime.now(timezone.utc).timestamp() - older_than
         for repository in self.repositories:
             storage = repository.storage
             removed += [f"{repository.name}:{key}" for key in storage.remove_incomplete(older_than)]
@@ -390,7 +390,7 @@ class BackupWriter:
         self.objects: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.healthy = [r for r in vault.repositories if not r.replicated]
-        self.started = datetime.now(UTC)
+        self.started = datetime.now(timezone.utc)
         self.ref = BackupRef.parse(backup_id)
 
     def add_stream(self, name: str, source: BinaryIO) -> dict[str, Any]:
@@ -468,7 +468,7 @@ class BackupWriter:
             "id": self.id,
             "kind": self.kind,
             "started": self.started.isoformat(),
-            "completed": datetime.now(UTC).isoformat(),
+            "completed": datetime.now(timezone.utc).isoformat(),
             "host": socket.gethostname(),
             "tool": _tool_versions(),
             "keys": self.vault.keys.key_ids,

@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import ConfigError, IntegrityError, KeyUnavailable
+from .compression import ZstdFilter, compress_command, decompress_command
+from .errors import ConfigError, ExternalCommandError, IntegrityError, KeyUnavailable
 from .keys import LOCAL_PROVIDER_ID
 from .message_format import FrameBodyError, encrypt_stream, open_framed_body
-from .pipes import ReadAhead, WriteBehind
+from .pipes import WriteBehind
 
 try:
     import aws_encryption_sdk
-    import zstandard
     from aws_encryption_sdk.exceptions import (
         AWSEncryptionSDKClientError,
         DecryptKeyError,
@@ -40,7 +40,6 @@ FRAME_LENGTH = MIB
 MAX_ENCRYPTED_DATA_KEYS = 8
 CONTEXT_PREFIX = "cosmic-backup:"
 RAW_KEY_INFO_SUFFIX = 4 + 4 + 12
-ZSTD_JOB_SIZE = 4 * MIB  # zstd's default for two threads holds ~90 MiB in flight
 HEADER_PEEK_BYTES = 64 << 10  # more than any header with up to 8 wrapped keys
 
 
@@ -60,8 +59,7 @@ class SealedSize:
 def _client():
     if aws_encryption_sdk is None:
         raise ConfigError(
-            "sealing needs the AWS Encryption SDK and zstandard: "
-            "pip install 'aws-encryption-sdk<4' zstandard"
+            "sealing needs the AWS Encryption SDK: pip install 'aws-encryption-sdk<4'"
         )
     return aws_encryption_sdk.EncryptionSDKClient(
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
@@ -82,9 +80,9 @@ def seal(
 ) -> SealedSize:
     """Compress and encrypt ``source`` until EOF, handing ciphertext to ``write``.
 
-    Reading and hashing run ahead in one thread, zstd in its own workers,
-    encryption here (the SDK makes the keys and header, message_format the
-    frames), and ``write`` in a thread behind: the stages overlap.
+    Reading and hashing run in a thread that feeds a zstd process, encryption
+    here (the SDK makes the keys and header, message_format the frames), and
+    ``write`` in a thread behind: the stages overlap on every core.
     """
     compression = compression or Compression()
     digest = hashlib.sha256()
@@ -95,23 +93,20 @@ def seal(
         digest.update(chunk)
         size += len(chunk)
 
-    compressor = zstandard.ZstdCompressor(compression_params=(
-        zstandard.ZstdCompressionParameters.from_level(
-            compression.level, threads=compression.threads,
-            job_size=ZSTD_JOB_SIZE if compression.threads > 1 else 0)))
-    plaintext = ReadAhead(source, MIB, depth=8, transform=account)
+    zstd = ZstdFilter(compress_command(compression.level, compression.threads), source.read,
+                      MIB, on_chunk=account)
     sink = WriteBehind(write, depth=8)
     try:
-        with compressor.stream_reader(plaintext, read_size=MIB, closefd=False) as compressed:
-            try:
-                stored = encrypt_stream(compressed, keys.master_key_provider(), context,
-                                        sink.put, FRAME_LENGTH)
-            except AWSEncryptionSDKClientError as error:
-                raise KeyUnavailable(
-                    f"cannot wrap a data key with {keys.key_ids}: {error}"
-                ) from None
+        try:
+            stored = encrypt_stream(zstd, keys.master_key_provider(), context, sink.put,
+                                    FRAME_LENGTH)
+        except AWSEncryptionSDKClientError as error:
+            raise KeyUnavailable(f"cannot wrap a data key with {keys.key_ids}: {error}") from None
+        zstd.finish()
+    except BaseException:
+        zstd.abort()
+        raise
     finally:
-        plaintext.close()
         sink.close()
     return SealedSize(size, digest.hexdigest(), stored)
 
@@ -154,7 +149,7 @@ class OpenedObject(io.RawIOBase):
         self._plain: BinaryIO | None = None
         self._digest = None
         self._size = 0
-        self._ciphertext_ahead: ReadAhead | None = None
+        self._zstd: ZstdFilter | None = None
         self._checked = False
 
     def readable(self) -> bool:
@@ -172,15 +167,17 @@ class OpenedObject(io.RawIOBase):
         # Decryption runs a few frames ahead in its own thread; zstd and the
         # hashing below run here, so the two overlap on two cores.
         frames = self._guard(lambda: open_framed_body(self._decryptor, self._source))
-        body = (_GuardedReader(lambda size: frames.next_frame(), self._guard) if frames
-                else _GuardedReader(self._decryptor.read, self._guard))
-        self._ciphertext_ahead = ReadAhead(body, FRAME_LENGTH, depth=4)
-        decompressed = zstandard.ZstdDecompressor().stream_reader(
-            self._ciphertext_ahead, read_size=FRAME_LENGTH, read_across_frames=True,
-            closefd=False,
-        )
+        if frames is not None:
+            def body(size: int) -> bytes:
+                return frames.next_frame()  # whole frames, whatever size zstd is fed in
+        else:
+            body = self._decryptor.read
+        # Decryption feeds a zstd process from its own thread while the caller
+        # reads plaintext here: the two overlap on two cores.
+        self._zstd = ZstdFilter(decompress_command(), lambda size: self._guard(
+            lambda: body(size)), FRAME_LENGTH)
+        self._plain = self._zstd
         # Hashing costs as much as decompression: only when asked to check.
-        self._plain = decompressed
         self._digest = hashlib.sha256() if self._expected[1] else None
 
     def _guard(self, operation):
@@ -194,8 +191,8 @@ class OpenedObject(io.RawIOBase):
                     "import or configure that key"
                 ) from None
             raise IntegrityError(f"{self._where} failed authentication: {error}") from None
-        except (AWSEncryptionSDKClientError, InvalidTag, zstandard.ZstdError,
-                FrameBodyError) as error:
+        except (AWSEncryptionSDKClientError, InvalidTag, FrameBodyError,
+                ExternalCommandError) as error:
             raise IntegrityError(
                 f"{self._where} failed authentication: {type(error).__name__} {error}".rstrip()
             ) from None
@@ -206,6 +203,8 @@ class OpenedObject(io.RawIOBase):
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(4 * MIB), b""))
         data = self._plain.read(size)
+        if not data and not self._checked:
+            self._guard(self._zstd.finish)  # a failure while feeding zstd surfaces here
         self._size += len(data)
         if self._digest is not None:
             self._digest.update(data)
@@ -229,8 +228,8 @@ class OpenedObject(io.RawIOBase):
             raise IntegrityError(f"{self._where} does not match the SHA-256 in its manifest")
 
     def close(self) -> None:
-        if self._ciphertext_ahead is not None:
-            self._ciphertext_ahead.close()
+        if self._zstd is not None:
+            self._zstd.abort()
         with contextlib.suppress(Exception):  # a half-read stream has nothing to flush
             self._decryptor.close()
         self._stored.close()
@@ -263,26 +262,6 @@ class _Prefixed(io.RawIOBase):
             data, self._prefix = self._prefix[:size], self._prefix[size:]
             return data
         return self._rest.read(size)
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-class _GuardedReader(io.RawIOBase):
-    """Translates decryption errors while zstd pulls plaintext through it."""
-
-    def __init__(self, read: Callable[[int], bytes], guard):
-        super().__init__()
-        self._read = read
-        self._guard = guard
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        return self._guard(lambda: self._read(size))
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
