@@ -20,6 +20,7 @@ import contextlib
 import os
 import shutil
 
+from bench import rows_files
 from bench.harness import Context, Row, Target
 
 STREAM_RSS_MIB = 256  # the issue's bound on our memory, whatever the size
@@ -79,6 +80,8 @@ ROWS = [
         reset=fresh_outputs,
     ),
 ]
+
+ROWS += rows_files.ROWS  # issue 4: file snapshots against restic
 
 
 def select(names: list[str] | None) -> list[Row]:

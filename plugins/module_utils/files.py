@@ -697,36 +697,12 @@ def _snapshot_locked(vault, roots, *, label, kind, excludes, cache, previous, me
 
     base_meta = {"label": label, "paths": roots, **(meta or {})}
     with vault.new_backup(kind, base_meta) as backup:
-        packs = PackWriter(backup)
-        try:
-            walker = _Walker(previous, known, packs.add, excludes, _skip_paths(vault, cache),
-                             stats)
-            for root in roots:
-                walker.walk(root)
-            packs.close()
-        except BaseException:
-            packs.abort()
-            raise
-        entries = walker.entries
-        _names(entries)
-        index, used = _build_index(entries, roots, label, cache, packs)
-        present = present_packs(vault, kind)
-        missing = sorted(name for name in used if name not in packs.written
-                         and name not in present)
-        if missing:
-            raise BackupError(
-                f"{len(missing)} pack(s) this snapshot needs were removed while it ran "
-                f"(a prune?), e.g. {missing[0]}: nothing was recorded; run the backup again")
-        index_entry = backup.add_bytes(INDEX_NAME, json.dumps(index, separators=(",", ":"))
-                                       .encode("utf-8", "surrogateescape"))
+        walker, packs, index_entry = _write_into(vault, backup, roots, label, excludes, cache,
+                                                 previous, stats, INDEX_NAME)
         backup.meta.update(_summary(stats, packs, roots))
         backup.meta["warnings"] = stats.warnings[:100]
-    for name, info in packs.written.items():
-        cache.packs[name] = info
-    cache.blobs.update(packs.located)
-    cached = [dict(entry, ino=walker.inodes[entry["path"]]) if entry["path"] in walker.inodes
-              else entry for entry in entries]
-    cache.save(label, backup.id, cached)
+    _remember(cache, label, backup.id, walker, packs)
+    entries = walker.entries
     result = SnapshotResult(
         backup.id, kind, label, True, stats,
         stored_bytes=packs.stored_bytes + index_entry["stored_size"],
@@ -736,6 +712,69 @@ def _snapshot_locked(vault, roots, *, label, kind, excludes, cache, previous, me
                        files=stats.files, read_bytes=stats.read_bytes,
                        new_bytes=stats.new_bytes, warnings=len(result.warnings) or None)
     return result
+
+
+def _write_into(vault, backup, roots, label, excludes, cache, previous, stats, index_name):
+    """Walk the roots, pack new content and add the index to ``backup``."""
+    packs = PackWriter(backup)
+    try:
+        walker = _Walker(previous, lambda blob_id: blob_id in cache.blobs, packs.add, excludes,
+                         _skip_paths(vault, cache), stats)
+        for root in roots:
+            walker.walk(root)
+        packs.close()
+    except BaseException:
+        packs.abort()
+        raise
+    _names(walker.entries)
+    index, used = _build_index(walker.entries, roots, label, cache, packs)
+    present = present_packs(vault, backup.kind)
+    missing = sorted(name for name in used if name not in packs.written and name not in present)
+    if missing:
+        raise BackupError(
+            f"{len(missing)} pack(s) this snapshot needs were removed while it ran "
+            f"(a prune?), e.g. {missing[0]}: nothing was recorded; run the backup again")
+    index_entry = backup.add_bytes(index_name, json.dumps(index, separators=(",", ":"))
+                                   .encode("utf-8", "surrogateescape"))
+    return walker, packs, index_entry
+
+
+def _remember(cache: SnapshotCache, label: str, backup_id: str, walker: _Walker,
+              packs: PackWriter) -> None:
+    """Only once the manifest is written: what this host stored, for the next snapshot."""
+    cache.packs.update(packs.written)
+    cache.blobs.update(packs.located)
+    cached = [dict(entry, ino=walker.inodes[entry["path"]]) if entry["path"] in walker.inodes
+              else entry for entry in walker.entries]
+    cache.save(label, backup_id, cached)
+
+
+@contextlib.contextmanager
+def snapshot_into(vault, backup, paths: Iterable[str], *, label: str, index_name: str,
+                  excludes: Iterable[str] = (), state_dir: str | None = None
+                  ) -> Iterator[SnapshotResult]:
+    """A snapshot written as one index object of a backup that holds more (code backups).
+
+    Enter it inside ``vault.new_backup`` and leave it after that block: the
+    cache learns what was stored only once the manifest exists.
+    """
+    check_label(label)
+    roots = _roots(paths)
+    notes: list[str] = []
+    cache, previous = _prepare_cache(vault, backup.kind, label, state_dir, notes)
+    try:
+        stats = SnapshotStats()
+        walker, packs, index_entry = _write_into(vault, backup, roots, label, excludes, cache,
+                                                 previous, stats, index_name)
+        result = SnapshotResult(backup.id, backup.kind, label, True, stats,
+                                stored_bytes=packs.stored_bytes + index_entry["stored_size"],
+                                packs_written=len(packs.written), warnings=list(stats.warnings),
+                                notes=notes, entries=walker.entries)
+        yield result
+        if getattr(backup, "manifest", None) is not None:  # BackupWriter.finish() ran
+            _remember(cache, label, backup.id, walker, packs)
+    finally:
+        cache.unlock()
 
 
 def _indexed(walker: _Walker) -> list[dict]:
@@ -1026,7 +1065,8 @@ def restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
                      skip_damaged: bool = False, state_dir: str | None = None,
                      check_mode: bool = False, restore_owners: bool | None = None,
                      after_staging: Callable[[str, list[dict]], None] | None = None,
-                     ref: BackupRef | None = None) -> RestoreResult:
+                     ref: BackupRef | None = None, index_name: str = INDEX_NAME
+                     ) -> RestoreResult:
     """Restore a snapshot, or chosen paths of it, to where it was or under ``target``.
 
     Following the guide: the current files are first backed up (a safety
@@ -1039,7 +1079,7 @@ def restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
     """
     ref = ref or select_snapshot(vault, selector, kind, label)
     manifest = vault.manifest(ref)
-    index = load_index(vault, ref)
+    index = load_index(vault, ref, index_name)
     plan = check_index(index, allow_external_symlinks=allow_external_symlinks)
     if plan.refused:
         vault.audit.record("restore", backup_id=ref.id, result="refused",
@@ -1478,12 +1518,13 @@ def affected_files(index: dict, damaged_blobs: set[str]) -> list[str]:
                   if entry.get("type") == "f" and damaged_blobs & set(entry.get("blobs", ())))
 
 
-def verify_snapshot(vault, ref: BackupRef, manifest: dict | None = None) -> list:
+def verify_snapshot(vault, ref: BackupRef, manifest: dict | None = None,
+                    index_name: str = INDEX_NAME) -> list:
     """The files check of the verification registry: every blob by its SHA-256, per copy;
     a failure names the files it affects."""
     from .verification import Check
 
-    index = load_index(vault, ref)
+    index = load_index(vault, ref, index_name)
     checks = []
     for data in check_data(vault, ref.kind, [index]):
         if data.ok:
