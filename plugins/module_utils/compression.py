@@ -8,12 +8,15 @@ it is the same program, format and speed as the `zstd` an operator has.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import shutil
 import subprocess
 import threading
 from collections.abc import Callable
 
 from .errors import ConfigError, ExternalCommandError
+
+PIPE_SIZE = 1 << 20
 
 
 def zstd_command(*arguments: str) -> list[str]:
@@ -33,6 +36,12 @@ def decompress_command() -> list[str]:
     return zstd_command("-d")
 
 
+def _widen(pipe) -> None:
+    """A 1 MiB pipe instead of 64 KiB: a sixteenth of the wake-ups per megabyte."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
 class ZstdFilter:
     """``zstd`` reading what ``read_input`` yields (fed by a thread) and readable
     like a file. ``finish`` waits for both sides and raises what went wrong:
@@ -43,6 +52,8 @@ class ZstdFilter:
                  on_chunk: Callable[[bytes], None] | None = None):
         self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, bufsize=0)
+        for pipe in (self._process.stdin, self._process.stdout):
+            _widen(pipe)
         self._error: BaseException | None = None
         self._feeder = threading.Thread(target=self._feed, name="zstd-feed", daemon=True,
                                         args=(read_input, chunk_size, on_chunk))

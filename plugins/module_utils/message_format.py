@@ -108,12 +108,13 @@ def encrypt_stream(source: BinaryIO, key_provider, encryption_context: Mapping[s
         aad = message_id + content_string + struct.pack(">IQ", sequence, len(chunk))
         sealed = aead.encrypt(iv, chunk, aad)  # ciphertext then the 16-byte tag
         if final:
-            frame = b"".join((FINAL_FRAME_MARKER, struct.pack(">I", sequence), iv,
-                              struct.pack(">I", len(chunk)), sealed))
+            prefix = b"".join((FINAL_FRAME_MARKER, struct.pack(">I", sequence), iv,
+                               struct.pack(">I", len(chunk))))
         else:
-            frame = b"".join((struct.pack(">I", sequence), iv, sealed))
-        write(frame)
-        written += len(frame)
+            prefix = struct.pack(">I", sequence) + iv
+        write(prefix)  # two writes: joining would copy the megabyte once more
+        write(sealed)
+        written += len(prefix) + len(sealed)
         if final:
             return written
         chunk = following
