@@ -1064,7 +1064,7 @@ def restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
                      keep_previous: bool = True, allow_external_symlinks: bool = False,
                      skip_damaged: bool = False, state_dir: str | None = None,
                      check_mode: bool = False, restore_owners: bool | None = None,
-                     after_staging: Callable[[str, list[dict]], None] | None = None,
+                     after_staging: Callable[[dict[str, str]], None] | None = None,
                      ref: BackupRef | None = None, index_name: str = INDEX_NAME
                      ) -> RestoreResult:
     """Restore a snapshot, or chosen paths of it, to where it was or under ``target``.
@@ -1074,7 +1074,7 @@ def restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
     staging directory next to each destination, then swapped in by rename; the
     replaced files stay beside it (``<path>.pre-restore-<time>``) unless
     ``keep_previous`` is false. A failure before the swap leaves everything as
-    it was. ``after_staging(staging_root, entries)`` may check the staged files
+    it was. ``after_staging({path: staged file})`` may check the staged files
     (configuration syntax) and raise to stop before the swap.
     """
     ref = ref or select_snapshot(vault, selector, kind, label)
@@ -1120,7 +1120,8 @@ def restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
             _finish_metadata(unit, staging, restore_owners, result)
             _check_staged(unit, staging, result)
             if after_staging is not None:
-                after_staging(os.path.join(staging, "root"), unit.entries)
+                after_staging({"/" + entry["path"]: _local(unit, staging, entry["path"])
+                               for entry in unit.entries if entry["type"] == "f"})
         for unit, staging in _pairs(units):
             kept = _swap(staging, unit.destination, stamp, keep_previous)
             if kept:
