@@ -570,7 +570,7 @@ class SnapshotResult:
             "read_files": stats.read_files, "read_bytes": stats.read_bytes,
             "reused_files": stats.reused_files, "new_bytes": stats.new_bytes,
             "new_blobs": stats.new_blobs, "stored_bytes": self.stored_bytes,
-            "packs_written": self.packs_written, "skipped": stats.skipped,
+            "packs_written": self.packs_written, "skipped_paths": stats.skipped,
             "warnings": self.warnings, "notes": self.notes,
         }
 

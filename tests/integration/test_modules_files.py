@@ -1,0 +1,104 @@
+"""files_backup, files_restore, config_backup, config_restore and code_backup, run for
+real by ``ansible`` against localhost."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.filetrees import describe, make_tree, write
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SECRET = "env-s3cret-value-91"
+MODULES = ("files_backup", "files_restore", "config_backup", "config_restore", "code_backup")
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / "var" / "collections"),
+            "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"), "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_DEPRECATION_WARNINGS": "0", "ANSIBLE_LOCALHOST_WARNING": "0"}
+
+
+def module(tmp_path, settings, name, check=False, **args):
+    """Run one module; returns (rc, result as JSON, all output)."""
+    arguments = {"repositories": settings["repositories"], "keys": settings["keys"], **args}
+    command = [str(BIN / "ansible"), "localhost", "-o", "-m", f"cosmic.backup.{name}",
+               "-a", json.dumps(arguments)] + (["--check"] if check else [])
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env=environment(tmp_path), check=False)
+    output = result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("localhost"))
+    return result.returncode, json.loads(line.split("=>", 1)[1]), output
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_documentation_renders(name, tmp_path):
+    result = subprocess.run([str(BIN / "ansible-doc"), "-t", "module", f"cosmic.backup.{name}"],
+                            capture_output=True, text=True, env=environment(tmp_path),
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "EXAMPLES" in result.stdout and "ERROR" not in result.stderr
+
+
+def test_files_modules_back_up_and_restore_in_place(local_settings, tmp_path):
+    source = tmp_path / "uploads"
+    make_tree(source, files=20, large=False)
+    state = str(tmp_path / "state")
+    rc, dry, _ = module(tmp_path, local_settings, "files_backup", check=True,
+                        paths=[str(source)], label="uploads", state_dir=state)
+    assert rc == 0 and dry["backup_id"] is None and dry["read_files"] > 20
+    rc, first, _ = module(tmp_path, local_settings, "files_backup", paths=[str(source)],
+                          label="uploads", state_dir=state)
+    assert rc == 0 and first["changed"] and first["backup_id"]
+    before = describe(source)
+    write(str(source / "d1" / "sub1" / "f001.bin"), b"damaged by a bad deploy")
+    rc, plan, _ = module(tmp_path, local_settings, "files_restore", check=True,
+                         label="uploads", state_dir=state)
+    assert rc == 0 and plan["targets"] == [str(source)] and plan["previous"] == []
+    assert describe(source) != before
+    rc, restored, _ = module(tmp_path, local_settings, "files_restore", label="uploads",
+                             state_dir=state)
+    assert rc == 0 and restored["safety_backup"] and len(restored["previous"]) == 1
+    assert describe(source) == before
+    rc, failed, _ = module(tmp_path, local_settings, "files_restore", label="logs",
+                           state_dir=state)
+    assert rc != 0 and "no files snapshot labelled logs" in failed["msg"]
+
+
+def test_config_and_code_modules_never_print_secrets(local_settings, tmp_path):
+    etc = tmp_path / "etc"
+    write(str(etc / "app.yml"), f"password: {SECRET}\n".encode())
+    write(str(etc / "app.env"), f"TOKEN={SECRET}\n".encode())
+    state = str(tmp_path / "state")
+    rc, stored, out1 = module(tmp_path, local_settings, "config_backup",
+                              paths=[str(etc / "*")], state_dir=state)
+    assert rc == 0 and stored["changed"] and stored["formats"][str(etc / "app.env")] == "dotenv"
+    rc, quiet, _ = module(tmp_path, local_settings, "config_backup", paths=[str(etc / "*")],
+                          state_dir=state)
+    assert rc == 0 and not quiet["changed"]
+    (etc / "app.yml").write_text(f"password: {SECRET}\n  broken: [\n")
+    rc, refused, out2 = module(tmp_path, local_settings, "config_backup",
+                               paths=[str(etc / "*")], state_dir=state)
+    assert rc != 0 and "YAML syntax error at line" in refused["msg"]
+    rc, back, out3 = module(tmp_path, local_settings, "config_restore", state_dir=state)
+    assert rc == 0 and back["formats"][str(etc / "app.yml")] == "yaml"
+    assert (etc / "app.yml").read_text() == f"password: {SECRET}\n"
+    repository = tmp_path / "git"
+    repository.mkdir()
+    subprocess.run(["git", "init", "-q", str(repository)], check=True)
+    subprocess.run(["git", "-C", str(repository), "-c", "user.name=t", "-c",
+                    "user.email=t@example.org", "commit", "-q", "--allow-empty", "-m", "x"],
+                   check=True)
+    rc, code, out4 = module(tmp_path, local_settings, "code_backup",
+                            repository=str(repository), release="v9", env_file=str(etc / "app.env"),
+                            environment={"API_KEY": SECRET}, state_dir=state)
+    assert rc == 0 and code["environment"] == ["API_KEY", "TOKEN"] and code["release"] == "v9"
+    for output in (out1, out2, out3, out4):
+        assert SECRET not in output
