@@ -32,7 +32,6 @@ options:
         key: path
 """
 
-import getpass  # noqa: E402 - ansible-test wants DOCUMENTATION first
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -42,20 +41,13 @@ import uuid  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
 from ansible.plugins.callback import CallbackBase  # noqa: E402
+from ansible_collections.cosmic.backup.plugins.module_utils.audit import (  # noqa: E402
+    current_actor,
+)
 
 COLLECTION = "cosmic.backup."
 BACKUP_ID = re.compile(r"\b\d{8}T\d{6}\.\d{3}Z-[a-z][a-z0-9_]*-[a-z2-7]{6}\b")
 MESSAGE_LIMIT = 500
-
-
-def _actor():
-    for variable in ("COSMIC_BACKUP_ACTOR", "SUDO_USER"):
-        if os.environ.get(variable):
-            return os.environ[variable]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"
 
 
 def _backup_ids(value, found):
@@ -121,9 +113,9 @@ class CallbackModule(CallbackBase):
         if self.opened:
             return
         self.opened = True
-        self._write({"event": "run_start", "actor": _actor(), "controller": socket.gethostname(),
-                     "playbook": self.playbook, "play": self.play, "hosts": self.hosts,
-                     "check_mode": self.check_mode})
+        self._write({"event": "run_start", "actor": current_actor(),
+                     "controller": socket.gethostname(), "playbook": self.playbook,
+                     "play": self.play, "hosts": self.hosts, "check_mode": self.check_mode})
 
     def _task_event(self, result, outcome):
         task = result._task
@@ -162,6 +154,6 @@ class CallbackModule(CallbackBase):
             return  # the run used nothing of the collection
         totals = {host: stats.summarize(host) for host in sorted(stats.processed)}
         failed = any(t["failures"] or t["unreachable"] for t in totals.values())
-        self._write({"event": "run_end", "actor": _actor(), "playbook": self.playbook,
+        self._write({"event": "run_end", "actor": current_actor(), "playbook": self.playbook,
                      "result": "failed" if failed else "ok", "hosts": totals,
                      "duration_seconds": round(time.time() - self.started, 3)})

@@ -7,15 +7,14 @@ Exit codes: 0 ok, 1 done with warnings (e.g. the secondary copy failed),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import sys
-import tempfile
 from datetime import datetime, timezone
 
 from . import cli_catalog, files_cli, wal_cli
+from .atomic_file import atomic_file
 from .errors import BackupError, ConfigError
 from .keys import LocalKey
 from .settings import build_vault, load_settings
@@ -79,18 +78,8 @@ def command_restore_stream(args) -> int:
 
 def _write_atomically(path: str, plain) -> None:
     """The file appears only once every byte was read and verified."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=".cosmic-restore-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(plain, out, CHUNK)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    with atomic_file(path, "wb", permissions=0o640) as out:
+        shutil.copyfileobj(plain, out, CHUNK)
 
 
 def command_show(args) -> int:

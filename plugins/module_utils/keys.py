@@ -15,6 +15,7 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from .atomic_file import atomic_file
 from .errors import ConfigError, KeyUnavailable
 
 try:
@@ -86,22 +87,16 @@ class LocalKey:
                     f"{path} already holds another key ({existing.key_id}); move it away first"
                 )
             return
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        temp = f"{path}.tmp-{secrets.token_hex(4)}"
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         document = {
             "format": KEY_FILE_FORMAT,
             "version": 1,
             "key_id": self.key_id,
             "key": base64.b64encode(self.key).decode(),
         }
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with atomic_file(path, "w", permissions=0o600) as handle:
             json.dump(document, handle)
             handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
 
     def recovery_code(self) -> str:
         """The key as printable groups with a checksum, for paper or a password safe."""

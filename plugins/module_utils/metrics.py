@@ -9,14 +9,13 @@ written to a temporary name and renamed, so node_exporter never reads half.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .atomic_file import atomic_file
 from .errors import BackupError
 
 try:
@@ -94,24 +93,15 @@ def render(samples: Iterable[Sample]) -> str:
 def write_textfile(directory: str, name: str, samples: Iterable[Sample]) -> str:
     """Atomically replace ``directory/name`` (a ``.prom`` file) with these samples."""
     text = render(samples)
+    path = os.path.join(directory, name)
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        # 0644: node_exporter usually runs as another user
+        with atomic_file(path, "w", permissions=0o644) as handle:
+            handle.write(text)
     except OSError as error:
         raise BackupError(f"cannot write metrics into {directory}: {error.strerror}; check the "
                           "textfile directory setting and its permissions") from None
-    path = os.path.join(directory, name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)  # node_exporter usually runs as another user
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
     return path
 
 
