@@ -9,6 +9,7 @@ authentication, and verifies stored data object by object.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import platform
@@ -193,21 +194,27 @@ class Vault:
         )
 
     def _open_with_failover(self, ref, name, key, size, sha256) -> FailoverReader:
-        context = encryption_context(ref.id, name)
+        return self._failover(key, encryption_context(ref.id, name), size, sha256,
+                              describe=f"{name} of {ref.id}", backup_id=ref.id, object=name)
 
-        def opener(repository: Repository):
-            def open_copy():
-                where = f"{key} in {repository.describe()}"
-                return OpenedObject(repository.storage.reader(key), self.keys, context,
-                                    expected_size=None, expected_sha256=None, where=where)
-            return open_copy
+    def _copy(self, repository: Repository, key: str, context: dict[str, str],
+              **expected) -> OpenedObject:
+        """One repository's copy of an object, opened and authenticated as it is read."""
+        expected.setdefault("expected_size", None)
+        expected.setdefault("expected_sha256", None)
+        return OpenedObject(repository.storage.reader(key), self.keys, context,
+                            where=f"{key} in {repository.describe()}", **expected)
 
+    def _failover(self, key: str, context: dict[str, str], size, sha256, *, describe: str,
+                  **audit_fields) -> FailoverReader:
+        """The first sound copy of ``key``, switching copies mid-stream if one fails."""
         return FailoverReader(
-            [(repository.name, opener(repository)) for repository in self.repositories],
-            expected_size=size, expected_sha256=sha256, describe=f"{name} of {ref.id}",
+            [(repository.name, functools.partial(self._copy, repository, key, context))
+             for repository in self.repositories],
+            expected_size=size, expected_sha256=sha256, describe=describe,
             on_failure=lambda repository, error: self.audit.record(
-                "read", backup_id=ref.id, repository=repository, object=name,
-                result="failed", error=str(error)),
+                "read", repository=repository, result="failed", error=str(error),
+                **audit_fields),
         )
 
     # -- shared objects -----------------------------------------------------
@@ -231,30 +238,13 @@ class Vault:
     def open_shared(self, kind: str, name: str, size: int | None = None,
                     sha256: str | None = None) -> FailoverReader:
         """A shared object's plaintext, failing over between repositories like open_object."""
-        key = shared_key(kind, name)
-        context = shared_context(kind, name)
-
-        def opener(repository: Repository):
-            def open_copy():
-                return OpenedObject(repository.storage.reader(key), self.keys, context,
-                                    expected_size=None, expected_sha256=None,
-                                    where=f"{key} in {repository.describe()}")
-            return open_copy
-
-        return FailoverReader(
-            [(repository.name, opener(repository)) for repository in self.repositories],
-            expected_size=size, expected_sha256=sha256, describe=f"shared object {kind}/{name}",
-            on_failure=lambda repository, error: self.audit.record(
-                "read", repository=repository, object=f"{kind}/{SHARED_FOLDER}/{name}",
-                result="failed", error=str(error)),
-        )
+        return self._failover(shared_key(kind, name), shared_context(kind, name), size, sha256,
+                              describe=f"shared object {kind}/{name}",
+                              object=f"{kind}/{SHARED_FOLDER}/{name}")
 
     def open_shared_copy(self, repository: Repository, kind: str, name: str) -> OpenedObject:
         """One repository's copy of a shared object, without failover (for verification)."""
-        key = shared_key(kind, name)
-        return OpenedObject(repository.storage.reader(key), self.keys, shared_context(kind, name),
-                            expected_size=None, expected_sha256=None,
-                            where=f"{key} in {repository.describe()}")
+        return self._copy(repository, shared_key(kind, name), shared_context(kind, name))
 
     def delete_shared(self, kind: str, name: str, reason: str) -> dict[str, str]:
         """Delete a shared object everywhere; the result per repository, refusals reported."""
@@ -298,12 +288,10 @@ class Vault:
             name = entry["name"]
             key = (catalog.manifest_key(ref.kind, ref.id) if name == catalog.MANIFEST_NAME
                    else catalog.object_key(ref.kind, ref.id, name))
-            where = f"{key} in {repository.describe()}"
             try:
-                with OpenedObject(repository.storage.reader(key), self.keys,
-                                  encryption_context(ref.id, name), where=where,
-                                  expected_size=entry["size"], expected_sha256=entry["sha256"],
-                                  ) as plain:
+                with self._copy(repository, key, encryption_context(ref.id, name),
+                                expected_size=entry["size"],
+                                expected_sha256=entry["sha256"]) as plain:
                     while plain.read(4 * MIB):
                         pass
                 checks.append(ObjectCheck(repository.name, name, True))
