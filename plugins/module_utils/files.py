@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -65,6 +66,7 @@ ZERO_BLOCK = 64 << 10
 ENTRY_TYPES = {"d": "directory", "f": "file", "l": "symlink", "h": "hard link"}
 READ_ATTEMPTS = 3
 STAGING_MARK = ".cosmic-restore-"
+RESTORE_WORKERS = 2  # packs read at once by a restore
 
 
 # -- names ------------------------------------------------------------------------
@@ -236,7 +238,7 @@ class PackWriter:
         self._target = target or PACK_TARGET
         self._buffer = bytearray()
         self._table: list[list] = []
-        self._queue: queue.Queue = queue.Queue(1)
+        self._queue: queue.Queue = queue.Queue(2)
         self._error: BaseException | None = None
         self.written: dict[str, dict[str, Any]] = {}  # pack name -> size, sha256, stored_size
         self.located: dict[str, list] = {}  # blob id -> [pack, offset, length]
@@ -1269,23 +1271,31 @@ def _write_blobs(vault, kind, plan: Plan, targets: dict, result: RestoreResult) 
     for blob_id in targets:
         pack, offset, length = plan.blobs[blob_id]
         by_pack.setdefault(pack, []).append((offset, length, blob_id))
-    damaged: set[str] = set()
     zero = bytes(ZERO_BLOCK)
-    for pack in sorted(by_pack):
+
+    def restore_pack(pack: str) -> tuple[list, list[str]]:
         # Each copy in turn; a blob is written once, from the first copy that yields it
         # whole (its SHA-256 is its name), so a copy failing half-way costs nothing.
-        missing = sorted(by_pack[pack])
+        missing, problems = sorted(by_pack[pack]), []
         for repository in vault.repositories:
             if not missing:
                 break
             failed, error = _blobs_from_copy(vault, repository, kind, pack, missing, targets,
                                              zero)
             if error is not None:
-                result.warnings.append(f"pack {pack} in {repository.name}: {error}")
+                problems.append(f"pack {pack} in {repository.name}: {error}")
                 vault.audit.record("read", repository=repository.name, object=pack,
                                    result="failed", error=error)
             missing = failed
-        damaged.update(blob_id for _offset, _length, blob_id in missing)
+        return missing, problems
+
+    # Packs are independent and files are written at offsets: two at a time keep both
+    # cores busy (decryption, zstd, hashing and writes release the GIL).
+    damaged: set[str] = set()
+    with ThreadPoolExecutor(max_workers=RESTORE_WORKERS, thread_name_prefix="restore") as pool:
+        for missing, problems in pool.map(restore_pack, sorted(by_pack)):
+            damaged.update(blob_id for _offset, _length, blob_id in missing)
+            result.warnings += problems
     return damaged
 
 
