@@ -42,10 +42,10 @@ FORMATS = ("yaml", "json", "toml", "ini", "dotenv", "nginx", "postgresql", "sshd
 DOTENV_LINE = re.compile(r"^\s*(export\s+)?[A-Za-z_][A-Za-z0-9_.]*\s*=")
 EXTERNAL = {
     "nginx": (("nginx",), lambda path: ["nginx", "-t", "-q", "-c", path]),
-    "sshd": (("sshd", "/usr/sbin/sshd"), lambda path: [_which("sshd", "/usr/sbin/sshd"),
-                                                        "-t", "-f", path]),
-    "postgresql": (("postgres",), lambda path: ["postgres", f"--config-file={path}",
-                                                "-C", "data_directory"]),
+    "sshd": (("sshd", "/usr/sbin/sshd"),
+             lambda path: [_which("sshd", "/usr/sbin/sshd"), "-t", "-f", path]),
+    "postgresql": (("postgres",),
+                   lambda path: ["postgres", f"--config-file={path}", "-C", "data_directory"]),
 }
 
 
@@ -147,7 +147,7 @@ def _describe_error(fmt: str, error: Exception) -> str:
     what = {
         "yaml": getattr(error, "problem", None) or type(error).__name__,
         "json": getattr(error, "msg", type(error).__name__),
-        "toml": str(error).split(" (at ")[0],
+        "toml": str(error).split(" (at ", maxsplit=1)[0],
     }.get(fmt, type(error).__name__)
     where = f" at line {line}" + (f", column {column}" if column else "") if line else ""
     return f"{fmt.upper()} syntax error{where}: {_scrub(str(what))}"

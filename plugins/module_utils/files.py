@@ -112,8 +112,8 @@ def default_state_dir() -> str:
     for candidate in DEFAULT_STATE_DIRS:
         candidate = os.path.expanduser(candidate)
         parent = os.path.dirname(candidate)
-        if os.access(candidate, os.W_OK) or (not os.path.exists(candidate)
-                                              and os.access(parent, os.W_OK)):
+        usable = os.access(candidate, os.W_OK)
+        if usable or (not os.path.exists(candidate) and os.access(parent, os.W_OK)):
             return candidate
     return os.path.expanduser(DEFAULT_STATE_DIRS[-1])
 
