@@ -26,13 +26,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pulumi
 import yaml
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
-
-import pulumi
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAM_DIR = REPO / "pulumi"

@@ -512,9 +512,8 @@ def test_a_bucket_and_a_role_added_later_cannot_skip_the_rules(program):
     """Declare extra resources in the real program run: the suite walks them too."""
 
     def add_naked_resources(namespace: dict) -> None:
-        import pulumi_aws as aws
-
         import pulumi
+        import pulumi_aws as aws
 
         ctx = namespace["ctx"]
         aws.s3.Bucket(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import pulumi
 import pytest
 
-import pulumi
 from tests.pulumi.harness import as_engine_config, run_stack, stack_config
 
 
