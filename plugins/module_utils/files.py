@@ -1199,15 +1199,16 @@ def _fill(vault, kind, plan: Plan, units, stagings, result: RestoreResult,
     """Create directories and files, write every blob from its pack, then links."""
     targets: dict[str, list[tuple[str, int, bool]]] = {}  # blob -> (file, offset, sparse)
     files: dict[str, dict] = {}
+    make_parents = _Parents().make
     for unit, staging in _pairs(units):
         for entry in unit.entries:
             local = _local(unit, staging, entry["path"])
             if entry["type"] == "d":
                 if local != os.path.join(staging, "root"):
-                    _make_parents(staging, local)
+                    make_parents(staging, local)
                     os.mkdir(local, 0o700)
             elif entry["type"] == "f":
-                _make_parents(staging, local)
+                make_parents(staging, local)
                 fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 try:
                     os.ftruncate(fd, entry["size"])
@@ -1245,24 +1246,40 @@ def _fill(vault, kind, plan: Plan, units, stagings, result: RestoreResult,
                     result.warnings.append(f"hard link {shown('/' + entry['path'])} was left "
                                            "out: its file is not restored")
                     continue
-                _make_parents(staging, local)
+                make_parents(staging, local)
                 os.link(source, local, follow_symlinks=False)
     for unit, staging in _pairs(units):  # symlinks last: nothing is written through one
         for entry in unit.entries:
             if entry["type"] == "l":
                 local = _local(unit, staging, entry["path"])
-                _make_parents(staging, local)
+                make_parents(staging, local)
                 os.symlink(entry["target"], local)
 
 
-def _make_parents(staging: str, local: str) -> None:
-    """Directories the index does not list (ancestors of a root) are plain ones."""
-    parent = os.path.dirname(local)
-    if not os.path.isdir(parent):
-        os.makedirs(parent, 0o755, exist_ok=True)
-    real = os.path.realpath(parent)
-    if not (real + "/").startswith(os.path.realpath(staging) + "/"):
-        raise IntegrityError(f"{shown(local)} would be written outside the staging directory")
+class _Parents:
+    """Makes and checks the parent directories of what a restore writes.
+
+    Directories the index does not list (ancestors of a root) are plain ones.
+    A checked parent stays inside the staging directory (only this restore
+    writes there, and symlinks come last), so each is resolved once, not once
+    per file: resolving every file's path was most of a large restore's time.
+    """
+
+    def __init__(self):
+        self._checked: set[str] = set()
+        self._real_staging: dict[str, str] = {}
+
+    def make(self, staging: str, local: str) -> None:
+        parent = os.path.dirname(local)
+        if parent in self._checked:
+            return
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755, exist_ok=True)
+        if staging not in self._real_staging:
+            self._real_staging[staging] = os.path.realpath(staging) + "/"
+        if not (os.path.realpath(parent) + "/").startswith(self._real_staging[staging]):
+            raise IntegrityError(f"{shown(local)} would be written outside the staging directory")
+        self._checked.add(parent)
 
 
 def _write_blobs(vault, kind, plan: Plan, targets: dict, result: RestoreResult) -> set[str]:
