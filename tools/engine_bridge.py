@@ -48,6 +48,13 @@ def command_database_restore(vault, args) -> dict:
             "warnings": result.warnings}
 
 
+def command_database_select(vault, args) -> dict:
+    """The exact backup a selector names now (a restore's safety backup must not win)."""
+    ref, manifest = database.select_backup(vault, args.selector, database.LOGICAL_TYPES)
+    return {"backup_id": ref.id, "created": ref.created.isoformat(),
+            "database": manifest["meta"].get("database")}
+
+
 def command_code_restore(vault, args) -> dict:
     return code.restore_code(vault, args.selector, target=args.target, label=args.label)
 
@@ -67,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--type", default="full", choices=("full", "schema"))
         sub.add_argument("--selector", default="latest")
         sub.set_defaults(func=func)
+    sub = commands.add_parser("database-select")
+    sub.add_argument("--selector", default="latest")
+    sub.set_defaults(func=command_database_select)
     sub = commands.add_parser("code-restore")
     sub.add_argument("--selector", default="latest")
     sub.add_argument("--target", required=True)

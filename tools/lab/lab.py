@@ -286,6 +286,9 @@ def _link_tree(source: str, target: Path) -> None:
 def start_app(root: Path, state: dict, name: str, code: str | None = None) -> dict:
     """Start an application instance (``app1``, ``app2``) from a code checkout."""
     port = state["app"]["ports"][name]
+    known = state["app"]["instances"].get(name, {})
+    if code and known.get("code") != str(code):
+        stop_process(root, name)  # another release: restart the instance on it
     if running_pid(root, name) is None:
         app = Path(code or state["code"]) / "app.py"
         if not app.is_file():
@@ -527,7 +530,12 @@ def command_disaster(args) -> dict:
     state = load_state(root)
     before = fingerprint(state)
     db_cluster = cluster(state)
+    postmaster = bench_data._running_port(db_cluster.data_dir) and int(
+        Path(db_cluster.data_dir, "postmaster.pid").read_text().split()[0])
     db_cluster.stop("immediate")
+    if postmaster:  # the server, gone for certain: the new one takes over its port
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGKILL)
     at = datetime.now(timezone.utc)
     stop_process(root, "writer")
     shutil.rmtree(db_cluster.base_dir, ignore_errors=True)
