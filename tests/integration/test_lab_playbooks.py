@@ -94,3 +94,28 @@ def test_drill_recovers_everything_and_reports_rto_rpo(lab):
     # the procedures are the playbook's own steps
     assert "Restore the database (`ansible/steps/restore_database.yml`)" in plan
     assert "Communication plan" in plan and "Role assignments" in plan
+
+
+def test_playbooks_pass_ansible_lint():
+    result = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-lint"), "--nocolor",
+                             "ansible/"], cwd=REPO, capture_output=True, text=True,
+                            check=False, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("argv", [["backup.sh", "nope"], ["restore.sh", "database"],
+                                  ["verify-backup.sh", "a", "b"], ["backup.sh", "-x"]])
+def test_scripts_refuse_bad_arguments_with_usage(argv):
+    result = subprocess.run([str(REPO / "scripts" / argv[0]), *argv[1:]], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 1 and "usage:" in result.stderr
+
+
+def test_scripts_run_the_playbooks_with_exit_codes(lab):
+    _, env = lab
+    ok = subprocess.run([str(REPO / "scripts" / "backup.sh"), "config", "-e", "force=true"],
+                        env=env, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and "BACKUP config: OK" in ok.stdout
+    failed = subprocess.run([str(REPO / "scripts" / "verify-backup.sh"), "2001-01-01"],
+                            env=env, capture_output=True, text=True, check=False)
+    assert failed.returncode == 2 and "a step failed" in failed.stderr
