@@ -76,7 +76,11 @@ class ZstdFilter:
                 stdin.close()
 
     def read(self, size: int = -1) -> bytes:
-        return self._process.stdout.read(size)
+        # A pipe holds at most PIPE_SIZE: asking for more only makes Python
+        # allocate (and fault in) a larger buffer each time, then shrink it.
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(PIPE_SIZE), b""))
+        return self._process.stdout.read(min(size, PIPE_SIZE))
 
     def finish(self) -> None:
         """Wait for the feeder and zstd; raise the first failure."""
