@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help setup test lint drill bench lab lab-down
+.PHONY: help setup test lint sanity drill bench lab lab-down
 
 help:
 	@echo "make drill   run a disaster-recovery drill on the embedded lab"
@@ -15,8 +15,12 @@ setup:
 
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/ansible-lint -q ansible
 
-test: setup lint
+sanity: setup
+	tools/sanity.sh
+
+test: setup lint sanity
 	.venv/bin/python -m pytest
 
 drill: setup
