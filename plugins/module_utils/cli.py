@@ -60,7 +60,8 @@ def command_restore_stream(args) -> int:
     """Write one object's verified plaintext to standard output or a file."""
     vault = _vault(args)
     ref = vault.select(args.selector, args.kind)
-    with vault.open_object(ref, args.name, checksum=args.checksum) as plain:
+    with vault.monitor.run("restore", ref.kind) as run, \
+            vault.open_object(ref, args.name, checksum=args.checksum) as plain:
         if args.output in (None, "-"):
             out = sys.stdout.buffer
             while chunk := plain.read(CHUNK):
@@ -69,6 +70,7 @@ def command_restore_stream(args) -> int:
         else:
             _write_atomically(args.output, plain)
         warnings = plain.warnings
+        run.warnings += warnings
     for warning in warnings:
         print(f"cosmic-backup: warning: fell back from {warning}", file=sys.stderr)
     vault.audit.record("read", backup_id=ref.id, repository=plain.used, object=args.name,

@@ -1060,7 +1060,19 @@ def _units(plan: Plan, selection: list[str], target: str | None) -> list[_Unit]:
     return units
 
 
-def restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
+def restore_snapshot(vault, selector: str = "latest", **options) -> RestoreResult:
+    """Restore a snapshot (see _restore_snapshot for the options), reported to the
+    vault's monitor as a restore run: metrics, and an alert when it fails."""
+    if options.get("check_mode"):
+        return _restore_snapshot(vault, selector, **options)
+    with vault.monitor.run("restore", options.get("kind", "files")) as run:
+        result = _restore_snapshot(vault, selector, **options)
+        run.bytes = result.bytes
+        run.warnings += result.warnings
+        return result
+
+
+def _restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
                      label: str | None = None, paths: Iterable[str] | None = None,
                      target: str | None = None, safety_backup: bool = True,
                      keep_previous: bool = True, allow_external_symlinks: bool = False,

@@ -23,6 +23,7 @@ from . import catalog
 from .audit import AuditLog
 from .catalog import BackupRef
 from .errors import BackupError, IntegrityError, KeyUnavailable, StorageError
+from .monitoring import Monitor
 from .pipes import BackgroundDigest
 from .sealing import (
     CONTEXT_PREFIX,
@@ -99,7 +100,7 @@ class Vault:
     """Backups kept in ordered repositories (the first is the primary) under one set of keys."""
 
     def __init__(self, repositories: list[Repository], keys, audit: AuditLog | None = None,
-                 compression: Compression | None = None):
+                 compression: Compression | None = None, monitor: Monitor | None = None):
         if not repositories:
             raise BackupError("no repository configured: add at least a primary")
         if repositories[0].replicated:
@@ -109,6 +110,7 @@ class Vault:
         self._keys = keys  # or a function that loads them: listing needs no key
         self.audit = audit or AuditLog(None)
         self.compression = compression or Compression()
+        self.monitor = monitor or Monitor()  # metrics and alerts of every backup run
 
     @property
     def keys(self):
@@ -161,15 +163,22 @@ class Vault:
 
     @contextlib.contextmanager
     def new_backup(self, kind: str, meta: dict[str, Any] | None = None) -> Iterator[BackupWriter]:
-        """Write a backup; it becomes selectable only when the block ends without error."""
-        self.primary.storage.probe()
-        writer = BackupWriter(self, catalog.new_backup_id(kind), kind, dict(meta or {}))
-        try:
-            yield writer
-        except BaseException as error:
-            writer.abandon(error)
-            raise
-        writer.finish()
+        """Write a backup; it becomes selectable only when the block ends without error.
+
+        The run is reported to the monitor (textfile metrics, the freshness
+        metric, an alert when it fails), whoever takes the backup.
+        """
+        with self.monitor.run("backup", kind) as run:
+            self.primary.storage.probe()
+            writer = BackupWriter(self, catalog.new_backup_id(kind), kind, dict(meta or {}))
+            try:
+                yield writer
+            except BaseException as error:
+                writer.abandon(error)
+                raise
+            writer.finish()
+            run.bytes = sum(entry["stored_size"] for entry in writer.objects)
+            run.warnings += writer.warnings
 
     # -- reading ----------------------------------------------------------
 

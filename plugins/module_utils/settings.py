@@ -25,6 +25,7 @@ from typing import Any
 from .audit import AuditLog
 from .errors import ConfigError
 from .keys import KmsKeys, LocalKey
+from .monitoring import Monitor, MonitoringSettings
 from .repository import Repository, Vault
 from .sealing import Compression
 from .storage import open_storage
@@ -89,4 +90,5 @@ def build_vault(settings: dict[str, Any], *, keys=None) -> Vault:
         keys if keys is not None else (lambda: build_keys(settings)),
         AuditLog(settings.get("audit_log")),
         Compression(int(compression.get("level", 3)), int(compression.get("threads", 2))),
+        Monitor(MonitoringSettings.from_dict(settings.get("monitoring"))),
     )

@@ -172,3 +172,25 @@ def test_bad_monitoring_settings_name_the_setting():
         monitoring.MonitoringSettings.from_dict({"webhook": "http://x"})
     with pytest.raises(errors.ConfigError, match=r"max_age\.wal is '1 hour'"):
         monitoring.MonitoringSettings.from_dict({"max_age": {"wal": "1 hour"}})
+
+
+def test_every_backup_and_restore_run_writes_metrics(local_settings, tmp_path):
+    """Backups report through the vault whoever takes them; restores too."""
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    textfiles = tmp_path / "textfiles"
+    local_settings["monitoring"] = {"textfile_dir": str(textfiles)}
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump(local_settings))
+    cli = str(Path(__file__).resolve().parents[2] / "bin" / "cosmic-backup")
+    subprocess.run([cli, "--config", str(config), "backup-stream", "database", "--name", "d"],
+                   input=b"rows" * 1000, check=True, capture_output=True)
+    subprocess.run([cli, "--config", str(config), "restore-stream", "latest", "--name", "d"],
+                   check=True, capture_output=True)
+    text = "".join(path.read_text() for path in textfiles.glob("*.prom"))
+    for operation in ("backup", "restore"):
+        assert f'operation="{operation}"' in text and 'kind="database"' in text
+    assert "cosmic_backup_last_success_timestamp_seconds" in text
