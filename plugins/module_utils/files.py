@@ -1607,26 +1607,37 @@ def collect_garbage(vault, kind: str, *, dry_run: bool = False,
                 young += 1
                 continue
             unused.append((repository, stored.key, stored.size))
-    removed, refused = 0, []
+    removed, refused = [], []
     if not dry_run:
         for repository, key, _size in unused:
             try:
                 repository.storage.delete(key)
-                removed += 1
+                removed.append(f"{repository.name}:{key}")
             except BackupError as error:
                 refused.append(f"{repository.name}: {error}")
         vault.audit.record("delete", result="ok" if not refused else "failed", kind=kind,
-                           reason="packs no snapshot uses", objects=removed)
+                           reason="packs no snapshot uses", objects=len(removed))
     return {"kind": kind, "referenced": len(used), "unused": len(unused),
-            "unused_bytes": sum(size for _r, _k, size in unused), "removed": removed,
+            "unused_bytes": sum(size for _r, _k, size in unused), "removed": len(removed),
+            "removed_keys": removed,
             "kept_young": young, "refused": refused, "dry_run": dry_run}
 
 
 def register_verifiers() -> None:
-    from . import verification
+    from . import pruning, verification
 
     for kind in ("files",):
         verification.register(kind, verify_snapshot)
+    # Every kind stored as snapshots shares packs; pruning frees those no
+    # remaining snapshot uses once it has deleted backups.
+    for kind in ("files", "config", "code"):
+        pruning.register_collector(kind, _pack_collector(kind))
+
+
+def _pack_collector(kind: str):
+    def collect(vault, retained, dry_run: bool) -> list[str]:
+        return collect_garbage(vault, kind, dry_run=dry_run)["removed_keys"]
+    return collect
 
 
 register_verifiers()

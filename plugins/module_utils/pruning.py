@@ -228,6 +228,7 @@ def apply(vault, prune_plan: Plan, *, purge_versions: bool = False) -> Plan:
                     vault.audit.record("delete", backup_id=item.ref.id,
                                        repository=repository.name, result="failed",
                                        reason="purge versions", error=refusal)
+    from . import files  # noqa: F401 - registers the snapshot kinds' pack collector
     for kind, collector in sorted(_collectors.items()):
         retained = [item.ref for item in prune_plan.kept if item.ref.kind == kind]
         if any(item.ref.kind == kind for item in prune_plan.items):
