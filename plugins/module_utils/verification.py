@@ -52,6 +52,8 @@ class Check:
 
 # function(vault, ref, manifest) -> the kind's checks; raising BackupError fails them.
 KindVerifier = Callable[[Any, BackupRef, dict], Sequence[Check]]
+# The module that registers a kind's check, where it is not named after the kind.
+KIND_MODULES = {"config": "config_files"}
 RAW_STREAM_LAYOUT = "stream"  # meta["layout"] of `cosmic-backup backup-stream` backups
 _VERIFIERS: dict[str, KindVerifier] = {}
 
@@ -65,7 +67,7 @@ def registered(kind: str) -> KindVerifier | None:
     """The kind's check; by convention ``module_utils/<kind>.py`` registers it on import."""
     if kind not in _VERIFIERS and kind in KINDS:
         with contextlib.suppress(ImportError):
-            importlib.import_module(f"{__package__}.{kind}")
+            importlib.import_module(f"{__package__}.{KIND_MODULES.get(kind, kind)}")
     return _VERIFIERS.get(kind)
 
 
