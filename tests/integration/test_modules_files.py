@@ -16,7 +16,8 @@ from tests.integration.filetrees import describe, make_tree, write
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SECRET = "env-s3cret-value-91"
-MODULES = ("files_backup", "files_restore", "config_backup", "config_restore", "code_backup")
+MODULES = ("files_backup", "files_restore", "config_backup", "config_restore", "code_backup",
+           "code_restore")
 
 
 def environment(tmp_path: Path) -> dict[str, str]:
@@ -100,5 +101,16 @@ def test_config_and_code_modules_never_print_secrets(local_settings, tmp_path):
                             repository=str(repository), release="v9", env_file=str(etc / "app.env"),
                             environment={"API_KEY": SECRET}, state_dir=state)
     assert rc == 0 and code["environment"] == ["API_KEY", "TOKEN"] and code["release"] == "v9"
-    for output in (out1, out2, out3, out4):
+    restored = tmp_path / "restored-code"
+    rc, back, out5 = module(tmp_path, local_settings, "code_restore", target=str(restored))
+    assert rc == 0 and back["backup_id"] == code["backup_id"] and back["release"] == "v9"
+    head = subprocess.run(["git", "-C", back["repository"], "rev-parse", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert head == code["commit"]
+    assert back["environment"]["names"] == ["API_KEY", "TOKEN"]
+    assert SECRET in (restored / "environment.env").read_text()
+    assert oct((restored / "environment.env").stat().st_mode & 0o777) == "0o600"
+    rc, refused, _ = module(tmp_path, local_settings, "code_restore", target=str(restored))
+    assert rc != 0 and "is not empty" in refused["msg"]
+    for output in (out1, out2, out3, out4, out5):
         assert SECRET not in output
