@@ -2,14 +2,12 @@
 
 TODO(issue 3): replace ``database-backup`` and ``database-restore`` with the
 ``cosmic.backup.database_backup`` / ``database_restore`` modules when they
-land (ansible/tasks/database_backup.yml and database_restore.yml are the only
-callers). TODO(issue 4): replace ``code-restore`` with a ``code_restore``
-module (ansible/tasks/code_restore.yml).
+land (the ansible/steps/*database*.yml files are the only callers).
 
 Nothing here is logic of its own: it parses arguments, calls the engine
-(``database.backup_database``, ``database.restore_database``,
-``code.restore_code``) and prints the result as one JSON document. Errors go
-to stderr as one line that names what failed, and the exit code is 2.
+(``database.backup_database``, ``database.restore_database``) and prints
+the result as one JSON document. Errors go to stderr as one line that names
+what failed, and the exit code is 2.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import dataclasses
 import json
 import sys
 
-from ansible_collections.cosmic.backup.plugins.module_utils import code, database
+from ansible_collections.cosmic.backup.plugins.module_utils import database
 from ansible_collections.cosmic.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.cosmic.backup.plugins.module_utils.pg_tools import Connection
 from ansible_collections.cosmic.backup.plugins.module_utils.settings import build_vault
@@ -55,10 +53,6 @@ def command_database_select(vault, args) -> dict:
             "database": manifest["meta"].get("database")}
 
 
-def command_code_restore(vault, args) -> dict:
-    return code.restore_code(vault, args.selector, target=args.target, label=args.label)
-
-
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root.add_argument("--settings", required=True,
@@ -77,11 +71,6 @@ def parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("database-select")
     sub.add_argument("--selector", default="latest")
     sub.set_defaults(func=command_database_select)
-    sub = commands.add_parser("code-restore")
-    sub.add_argument("--selector", default="latest")
-    sub.add_argument("--target", required=True)
-    sub.add_argument("--label")
-    sub.set_defaults(func=command_code_restore)
     return root
 
 
