@@ -17,12 +17,14 @@ values in and expect the exact argv out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import ConfigError, ExternalCommandError
 
@@ -134,3 +136,53 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, input: bytes 
             f"{result.stderr.decode(errors='replace').strip()[-2000:]}"
         )
     return result
+
+
+def feed(argv: Sequence[str], plain: BinaryIO, *, env: dict[str, str] | None = None,
+         where: str = "", chunk_size: int = 4 << 20) -> None:
+    """Stream ``plain`` into a tool's standard input.
+
+    ``plain`` is read to its end even when the tool stops reading early, so a
+    verifying reader (size and SHA-256 checked at EOF) always gets to check.
+    """
+    stderr = StderrFile()
+    try:
+        process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stderr=stderr, env=env)
+    except FileNotFoundError:
+        stderr.close()
+        raise ConfigError(f"{argv[0]} is not installed") from None
+    failure: list[BaseException] = []
+
+    def pump() -> None:
+        try:
+            broken = False
+            while True:
+                chunk = plain.read(chunk_size)
+                if not chunk:
+                    break
+                if not broken:
+                    try:
+                        process.stdin.write(chunk)
+                    except BrokenPipeError:
+                        broken = True
+                        if process.wait() != 0:
+                            return  # the tool failed: its error says more than the rest
+        except BaseException as error:  # noqa: BLE001 - re-raised by the caller
+            failure.append(error)
+        finally:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                process.stdin.close()
+
+    thread = threading.Thread(target=pump, name="feed", daemon=True)
+    thread.start()
+    thread.join()
+    returncode = process.wait()
+    try:
+        if failure:
+            raise failure[0]
+        if returncode != 0:
+            raise ExternalCommandError(
+                f"{os.path.basename(argv[0])} {where} failed (exit {returncode}): "
+                f"{stderr.text()}".replace("  ", " "))
+    finally:
+        stderr.close()

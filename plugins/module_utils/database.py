@@ -22,7 +22,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from .catalog import BackupRef
-from .commands import StderrFile, display
+from .commands import StderrFile, display, feed
 from .errors import (
     BackupError,
     ConfigError,
@@ -541,45 +540,7 @@ def _materialize(vault, ref, manifest, name: str, path: str) -> None:
 
 
 def _feed(argv: list[str], plain: BinaryIO, into: Connection) -> None:
-    """Stream a verified object into a tool's standard input; the object is read to
-    its end even if the tool stops early, so its SHA-256 is always checked."""
-    stderr = StderrFile()
-    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=stderr,
-                               env=into.environment())
-    failure: list[BaseException] = []
-
-    def pump() -> None:
-        try:
-            broken = False
-            while True:
-                chunk = plain.read(CHUNK)
-                if not chunk:
-                    break
-                if not broken:
-                    try:
-                        process.stdin.write(chunk)
-                    except BrokenPipeError:
-                        broken = True
-                        if process.wait() != 0:
-                            return
-        except BaseException as error:  # noqa: BLE001 - re-raised by the caller
-            failure.append(error)
-        finally:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                process.stdin.close()
-
-    thread = threading.Thread(target=pump, name="restore-feed", daemon=True)
-    thread.start()
-    thread.join()
-    returncode = process.wait()
-    try:
-        if failure:
-            raise failure[0]
-        if returncode != 0:
-            raise ExternalCommandError(
-                f"{os.path.basename(argv[0])} into {into.where()} failed: {stderr.text()}")
-    finally:
-        stderr.close()
+    feed(argv, plain, env=into.environment(), where=f"into {into.where()}")
 
 
 # -- verification -------------------------------------------------------------

@@ -75,3 +75,71 @@ def fingerprint(cluster: TemporaryCluster, database: str = "app") -> str:
 
 def databases(cluster: TemporaryCluster) -> set[str]:
     return set(cluster.psql("select datname from pg_database").split())
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+CLI = str(REPO / "bin" / "cosmic-backup")
+
+
+def postgres_owned_settings(base) -> tuple[dict, str]:
+    """Settings whose key, repositories, spool and audit log the postgres user can use:
+    archive_command runs as the server's user, as on a real host."""
+    import os
+    import pwd
+
+    import yaml
+
+    from tests.engine import keys
+
+    base = str(base)
+    os.makedirs(base, exist_ok=True)
+    settings = {
+        "repositories": [{"name": "primary", "url": f"{base}/primary"},
+                         {"name": "secondary", "url": f"{base}/secondary"}],
+        "keys": {"local_key_file": f"{base}/keys/master.key"},
+        "audit_log": f"{base}/audit.jsonl",
+        "wal": {"spool_dir": f"{base}/spool"},
+    }
+    keys.LocalKey.generate().save(settings["keys"]["local_key_file"])
+    for repository in ("primary", "secondary"):  # root and postgres both write here
+        for kind in ("wal", "database"):
+            os.makedirs(f"{base}/{repository}/backups/{kind}", exist_ok=True)
+    with open(settings["audit_log"], "a", encoding="utf-8"):
+        pass
+    config = f"{base}/config.yml"
+    with open(config, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(settings, handle)
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        for root, _dirs, files in os.walk(base):
+            os.chown(root, owner.pw_uid, owner.pw_gid)
+            for name in files:
+                os.chown(os.path.join(root, name), owner.pw_uid, owner.pw_gid)
+        path = base
+        while path != "/":  # the server's user must reach the directory
+            os.chmod(path, os.stat(path).st_mode | 0o011)
+            path = os.path.dirname(path)
+    return settings, config
+
+
+def cli_as_postgres() -> str:
+    """The CLI as the server's user can run it: this checkout's interpreter lives under
+    /root, so the system Python 3.11 runs it with the checkout's site-packages."""
+    import glob
+    import os
+    import sys
+
+    if os.geteuid() != 0:
+        return CLI
+    site = glob.glob(str(REPO / ".venv" / "lib" / "python3*" / "site-packages"))
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    path = ":".join([str(REPO / "var" / "collections"), *site])
+    return (f"env PYTHONPATH={path} /usr/bin/{version} "
+            "-m ansible_collections.cosmic.backup.plugins.module_utils.cli")
+
+
+def archiving_settings(config: str, archive_timeout: str = "60") -> dict[str, str]:
+    """What the postgresql_archiving role sets, for a TemporaryCluster."""
+    return {"archive_mode": "on",
+            "archive_command": f"'{cli_as_postgres()} --config {config} wal-push %p'",
+            "archive_timeout": archive_timeout}
