@@ -652,3 +652,36 @@ def verify_database_backup(vault, selector: str = "latest", *, jobs: int = 1,
                        result="ok" if report.ok else "failed", checks=len(checks),
                        error=f"{failed.name}: {failed.detail}" if failed else None)
     return report
+
+
+# -- check mode: what would happen ---------------------------------------------------
+
+
+def describe_database(connection: Connection, bindir: str | None = None) -> dict[str, Any]:
+    """What a backup of ``connection`` would read: server, size, tables (no change made)."""
+    with Session(connection, bindir) as session:
+        facts = session.json(DATABASE_SQL)
+        facts["tables"] = len(session.json(TABLE_NAMES_SQL) or [])
+    return {key: facts[key] for key in ("database", "server_version", "database_size",
+                                         "tables", "in_recovery")}
+
+
+def plan_restore(vault, connection: Connection, *, selector: str = "latest",
+                 database: str | None = None, maintenance_database: str = "postgres",
+                 bindir: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """What restore_database would do, without doing it (for check mode)."""
+    ref, manifest = select_backup(vault, selector, LOGICAL_TYPES)
+    meta = manifest["meta"]
+    target = database or connection.parameters().get("dbname") or meta["database"]
+    with Session(connection.for_database(maintenance_database), bindir) as session:
+        exists = session.value(
+            f"select 1 from pg_database where datname = {quote_literal(target)}") == "1"
+        connected = int(session.value(
+            f"select count(*) from pg_stat_activity where datname = {quote_literal(target)}")
+            or 0)
+    stamp = _stamp(now)
+    return {"backup_id": ref.id, "type": meta.get("type"), "database": target,
+            "exists": exists, "sessions": connected,
+            "previous": _derived_name(target, f"_pre_restore_{stamp}") if exists else None,
+            "tables": len(meta.get("tables") or {}), "rows": meta.get("rows"),
+            "taken_from": meta.get("database"), "server_version": meta.get("server_version")}

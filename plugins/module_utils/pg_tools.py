@@ -337,3 +337,17 @@ def quote_ident(name: str) -> str:
 
 def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def postgres_argument_spec() -> dict[str, Any]:
+    """Connection options of the database modules (doc fragment ``cosmic.backup.postgres``)."""
+    return {
+        "login_host": {"type": "str", "aliases": ["host"]},
+        "port": {"type": "int", "aliases": ["login_port"]},
+        "login_user": {"type": "str", "aliases": ["user"]},
+        "login_password": {"type": "str", "no_log": True},
+        "database": {"type": "str", "aliases": ["db"]},
+        "connection_string": {"type": "str", "no_log": True, "aliases": ["dsn"]},
+        "sslmode": {"type": "str", "choices": ["disable", "allow", "prefer", "require",
+                                               "verify-ca", "verify-full"]},
+    }

@@ -574,3 +574,26 @@ def _tail(path: str, lines: int = 6) -> str:
     interesting = [line for line in text if any(word in line for word in (
         "FATAL", "ERROR", "recovery", "redo", "consistent", "restored", "selected", "PANIC"))]
     return " | ".join((interesting or text)[-lines:])
+
+
+def plan_point_in_time(vault, data_directory: str, *, target_time: datetime | None = None,
+                       selector: str | None = None) -> dict[str, Any]:
+    """What restore_point_in_time would do, without doing it (for check mode)."""
+    ref, manifest = select_base(vault, target_time, selector)
+    meta = manifest["meta"]
+    segment_size = int(meta.get("segment_size") or DEFAULT_SEGMENT_SIZE)
+    archive = WalArchive(vault)
+    names: list[str] = []
+    gaps: list = []
+    if meta.get("wal_method") == "none":
+        index = archive.index()
+        names = wal_to_stage(index, meta["start_wal_segment"], target_time, segment_size,
+                             archive.available(index) - set(index))
+        gaps = continuity(names, meta["start_wal_segment"], segment_size,
+                          archive.history).gaps
+    data_directory = os.path.abspath(data_directory.rstrip("/"))
+    return {"backup_id": ref.id, "consistent_at": meta.get("consistent_at"),
+            "wal_files": len(names), "gaps": gaps,
+            "server_running": _server_running(data_directory) is not None,
+            "data_directory": data_directory, "exists": os.path.exists(data_directory),
+            "restored_to": target_time.isoformat() if target_time else "end of archived WAL"}
