@@ -255,3 +255,14 @@ def test_s3_primary_round_trip(source, moto_server, tmp_path, fresh):
     database.restore_database(vault, connection(fresh))
     assert dump_sql(fresh, "app") == dump_sql(source, "app")
     assert result.stored_size < result.size
+
+
+def test_backup_verify_runs_the_database_check(source, local_vault):
+    from ansible_collections.cosmic.backup.plugins.module_utils import verification
+
+    result = database.backup_database(local_vault, connection(source))
+    outcome = verification.verify_backup(local_vault, local_vault.select(result.backup_id),
+                                         record=False)
+    assert outcome.ok, outcome.summary()
+    names = {check.name for check in outcome.checks}
+    assert {"restore", "table app.posts", "index app.posts_user"} <= names

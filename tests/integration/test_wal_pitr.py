@@ -232,3 +232,20 @@ def test_continuity_follows_timeline_switches():
     assert report.gaps == [("000000010000000000000004", "000000010000000000000004")]
     assert wal.lsn_segment("1/A0000028", 3) == "0000000300000001000000A0"
     assert wal.parse_segment("0000000300000001000000A0") == (3, 256 + 0xA0)
+
+
+def test_backup_verify_checks_a_base_backup(lab):
+    from ansible_collections.cosmic.backup.plugins.module_utils import verification
+
+    _settings, config, vault = lab
+    with TemporaryCluster(settings=archiving_settings(config)) as cluster:
+        result = pitr.base_backup(vault, connection(cluster, "postgres"))
+        wait_until_archived(cluster)
+    ref = vault.select(result.backup_id)
+    outcome = verification.verify_backup(vault, ref, record=False)
+    assert outcome.ok, outcome.summary()
+    assert {"pg_verifybackup", "WAL to consistency"} <= {c.name for c in outcome.checks}
+    index = wal.WalArchive(vault).index()
+    vault.delete_backup(vault.select(index[result.meta["end_wal_segment"]]), "test")
+    outcome = verification.verify_backup(vault, ref, record=False)
+    assert not outcome.ok and "WAL to consistency" in outcome.summary()
