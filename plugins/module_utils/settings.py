@@ -15,6 +15,8 @@ Ansible) from which the engine's vault is built.
       # kms_endpoint_url: https://kms.eu-west-1.amazonaws.com  # optional
     audit_log: /var/log/cosmic-backup/audit.jsonl
     compression: {level: 3, threads: 2}
+    wal:                         # WAL archiving (wal.py)
+      spool_dir: /var/lib/cosmic-backup/wal-spool   # where pushes wait when the repository fails
 """
 
 from __future__ import annotations

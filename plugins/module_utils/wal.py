@@ -151,7 +151,10 @@ class WalArchive:
                 warnings.append(f"{name}: the {repository} copy failed ({error}); "
                                 "spooled, a later push uploads it")
         except StorageError as error:
+            # a replicated copy is filled by the storage's replication, never by us
             for repository in self.vault.repositories:
+                if getattr(repository, "replicated", False):
+                    continue
                 self._spool(repository.name, name, path)
                 spooled.append(repository.name)
             warnings.append(f"{name}: the primary repository failed ({error}); spooled in "
