@@ -13,7 +13,7 @@ import shutil
 import sys
 from datetime import datetime, timezone
 
-from . import cli_catalog, files_cli, wal_cli
+from . import cli_catalog, database_cli, files_cli, wal_cli
 from .atomic_file import atomic_file
 from .errors import BackupError, ConfigError
 from .keys import LocalKey
@@ -206,6 +206,7 @@ def parser() -> argparse.ArgumentParser:
                      help="only leftovers at least this old (default one day)")
 
     wal_cli.add_commands(command)
+    database_cli.add_commands(command)
     files_cli.add_commands(command)  # files backup, restore, verify, gc
 
     key = commands.add_parser("key", help="the local master key: init, export, import")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -266,3 +267,21 @@ def test_backup_verify_runs_the_database_check(source, local_vault):
     assert outcome.ok, outcome.summary()
     names = {check.name for check in outcome.checks}
     assert {"restore", "table app.posts", "index app.posts_user"} <= names
+
+
+def test_host_cli_backs_up_and_restores(source, local_settings, fresh, tmp_path):
+    import yaml
+
+    config = tmp_path / "cli.yml"
+    config.write_text(yaml.safe_dump(local_settings))
+    cli = str(database.__file__).rsplit("/plugins/", 1)[0] + "/bin/cosmic-backup"
+    backup = subprocess.run([cli, "--config", str(config), "database-backup", "--host",
+                             "127.0.0.1", "--port", str(source.port), "--user", "postgres",
+                             "--database", "app", "--json"], capture_output=True, text=True)
+    assert backup.returncode == 0, backup.stderr
+    assert json.loads(backup.stdout)["rows"] == 15500
+    restore = subprocess.run([cli, "--config", str(config), "database-restore", "--dsn",
+                              f"host=127.0.0.1 port={fresh.port} user=postgres dbname=app"],
+                             capture_output=True, text=True)
+    assert restore.returncode == 0, restore.stderr
+    assert dump_sql(fresh, "app") == dump_sql(source, "app")
