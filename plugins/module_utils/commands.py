@@ -80,7 +80,7 @@ class CommandSpec:
 
     def argv(self, bindir: str | None = None, **values: Any) -> list[str]:
         """The command line for ``values``; unknown option names are an error."""
-        known = {name for name, _ in self.options}
+        known = {name for name, _formatter in self.options}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{self.tool} has no option {', '.join(unknown)}")

@@ -649,8 +649,8 @@ def check_logical_backup(vault, ref: BackupRef, manifest: dict, *, jobs: int = 1
             into = server.for_database(name)
             _restore_objects(vault, ref, manifest, into, cluster.bindir, jobs=jobs,
                              no_owner=False, work_dir=base, commands=[])
-            checks.append(Check("restore", True, f"into a throwaway PostgreSQL "
-                                                  f"{cluster.port}"))
+            checks.append(Check("restore", True,
+                                f"into a throwaway PostgreSQL {cluster.port}"))
         except BackupError as error:
             checks.append(Check("restore", False, str(error)))
         else:
@@ -671,8 +671,8 @@ def describe_database(connection: Connection, bindir: str | None = None) -> dict
     with Session(connection, bindir) as session:
         facts = session.json(DATABASE_SQL)
         facts["tables"] = len(session.json(TABLE_NAMES_SQL) or [])
-    return {key: facts[key] for key in ("database", "server_version", "database_size",
-                                         "tables", "in_recovery")}
+    wanted = ("database", "server_version", "database_size", "tables", "in_recovery")
+    return {key: facts[key] for key in wanted}
 
 
 def plan_restore(vault, connection: Connection, *, selector: str = "latest",

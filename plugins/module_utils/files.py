@@ -1073,14 +1073,14 @@ def restore_snapshot(vault, selector: str = "latest", **options) -> RestoreResul
 
 
 def _restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
-                     label: str | None = None, paths: Iterable[str] | None = None,
-                     target: str | None = None, safety_backup: bool = True,
-                     keep_previous: bool = True, allow_external_symlinks: bool = False,
-                     skip_damaged: bool = False, state_dir: str | None = None,
-                     check_mode: bool = False, restore_owners: bool | None = None,
-                     after_staging: Callable[[dict[str, str]], None] | None = None,
-                     ref: BackupRef | None = None, index_name: str = INDEX_NAME
-                     ) -> RestoreResult:
+                      label: str | None = None, paths: Iterable[str] | None = None,
+                      target: str | None = None, safety_backup: bool = True,
+                      keep_previous: bool = True, allow_external_symlinks: bool = False,
+                      skip_damaged: bool = False, state_dir: str | None = None,
+                      check_mode: bool = False, restore_owners: bool | None = None,
+                      after_staging: Callable[[dict[str, str]], None] | None = None,
+                      ref: BackupRef | None = None, index_name: str = INDEX_NAME
+                      ) -> RestoreResult:
     """Restore a snapshot, or chosen paths of it, to where it was or under ``target``.
 
     Following the guide: the current files are first backed up (a safety

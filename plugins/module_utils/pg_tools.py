@@ -75,7 +75,7 @@ def _parse_uri(text: str) -> dict[str, str]:
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
-        user, _, password = userinfo.partition(":")
+        user, _colon, password = userinfo.partition(":")
         if user:
             result["user"] = unquote(user)
         if password:
@@ -83,10 +83,10 @@ def _parse_uri(text: str) -> dict[str, str]:
     hosts, ports = [], []
     for item in filter(None, netloc.split(",")):
         if item.startswith("["):  # IPv6 literal
-            host, _, rest = item[1:].partition("]")
+            host, _bracket, rest = item[1:].partition("]")
             port = rest.lstrip(":")
         else:
-            host, _, port = item.partition(":")
+            host, _colon, port = item.partition(":")
         hosts.append(unquote(host))
         ports.append(port)
     if any(hosts):

@@ -13,7 +13,7 @@ description:
     empty directory O(target) - C(repository/) a working clone with every branch and tag,
     checked out at the backed-up commit; C(deploy/) the deployment files; and
     C(environment.env) (mode 0600) with the environment variables.
-  - Environment values are never returned or printed; RV(environment.names) lists the names.
+  - Environment values are never returned or printed; RV(environment) lists the names.
   - Nothing is written outside O(target), and a non-empty O(target) is refused, so the code
     currently deployed is never overwritten; switching to the restored code is the
     playbook's step.
