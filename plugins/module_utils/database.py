@@ -37,6 +37,7 @@ from .errors import (
     IntegrityError,
     SelectorError,
 )
+from .monitoring import monitored
 from .pg_tools import (
     PG_DUMP,
     PG_DUMPALL,
@@ -317,6 +318,7 @@ def select_backup(vault, selector: str, types: Iterable[str]) -> tuple[BackupRef
 # -- restore ----------------------------------------------------------------
 
 
+@monitored("restore", "database")
 def restore_database(vault, connection: Connection, *, selector: str = "latest",
                      database: str | None = None, jobs: int = 1,
                      restore_globals: bool = True, no_owner: bool = False,

@@ -20,6 +20,7 @@ change the outcome of the run they describe.
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -101,6 +102,20 @@ class Run:
     def fail(self, error: str, next_step: str | None = None) -> None:
         """Mark the run failed without raising (e.g. a verification that found damage)."""
         self.error, self.next_step = error, next_step
+
+
+def monitored(operation: str, kind: str):
+    """Report every call of an engine function ``f(vault, ...)`` as a run of
+    ``operation`` on ``kind`` to the vault's monitor (metrics, alert on failure)."""
+    def decorate(function):
+        @functools.wraps(function)
+        def run(vault, *args, **kwargs):
+            with vault.monitor.run(operation, kind) as record:
+                result = function(vault, *args, **kwargs)
+                record.warnings += list(getattr(result, "warnings", None) or [])
+                return result
+        return run
+    return decorate
 
 
 class Monitor:

@@ -37,6 +37,7 @@ from typing import Any
 from .catalog import BackupRef
 from .commands import StderrFile, display, feed
 from .errors import BackupError, ConfigError, ExternalCommandError, SelectorError
+from .monitoring import monitored
 from .pg_tools import PG_BASEBACKUP, Connection, Session, client_bindir, tool_version
 from .wal import (
     DEFAULT_SEGMENT_SIZE,
@@ -387,6 +388,7 @@ def wal_to_stage(index: dict[str, str], start: str, target_time: datetime | None
     return histories + chosen
 
 
+@monitored("restore", "database")
 def restore_point_in_time(vault, data_directory: str, *, target_time: datetime | None = None,
                           selector: str | None = None, owner: str = "postgres",
                           swap: bool = True, bindir: str | None = None,

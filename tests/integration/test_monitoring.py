@@ -194,3 +194,31 @@ def test_every_backup_and_restore_run_writes_metrics(local_settings, tmp_path):
     for operation in ("backup", "restore"):
         assert f'operation="{operation}"' in text and 'kind="database"' in text
     assert "cosmic_backup_last_success_timestamp_seconds" in text
+
+
+def test_monitored_engine_functions_report_their_runs(tmp_path):
+    """database and point-in-time restores are reported through this decorator."""
+    from types import SimpleNamespace
+
+    import pytest
+    from ansible_collections.cosmic.backup.plugins.module_utils.errors import BackupError
+    from ansible_collections.cosmic.backup.plugins.module_utils.monitoring import (
+        Monitor,
+        MonitoringSettings,
+        monitored,
+    )
+
+    textfiles = tmp_path / "textfiles"
+    vault = SimpleNamespace(monitor=Monitor(MonitoringSettings(textfile_dir=str(textfiles))))
+
+    @monitored("restore", "database")
+    def restore(vault, fail=False):
+        if fail:
+            raise BackupError("the dump failed authentication")
+        return SimpleNamespace(warnings=["kept the old database"])
+
+    assert restore(vault).warnings == ["kept the old database"]
+    with pytest.raises(BackupError):
+        restore(vault, fail=True)
+    text = "".join(path.read_text() for path in textfiles.glob("*.prom"))
+    assert 'operation="restore"' in text and 'kind="database"' in text
