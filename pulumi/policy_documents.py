@@ -191,6 +191,20 @@ def _publish_statements(alert_topic_arn: str) -> list[Statement]:
     ]
 
 
+def _list_versions(repositories: Sequence[Repository]) -> Statement:
+    """The operators' listing: every version, under the repository prefix only."""
+    return statement(
+        "ListRepositories",
+        ["s3:ListBucket", "s3:ListBucketVersions"],
+        [r.bucket_arn for r in repositories],
+        conditions=repositories[0].list_condition(),
+    )
+
+
+def _record_audit_events(repositories: Sequence[Repository]) -> Statement:
+    return statement("RecordAuditEvents", ["s3:PutObject"], [r.audit for r in repositories])
+
+
 def _never_reconfigure(buckets: Iterable[str]) -> Statement:
     return statement(
         "NeverReconfigureVaults", RECONFIGURE_BUCKET_ACTIONS, list(buckets), effect="Deny"
@@ -281,18 +295,13 @@ def restore_policy(
 ) -> Document:
     """Restore operators: read every version of both repositories; change nothing."""
     return document(
-        statement(
-            "ListRepositories",
-            ["s3:ListBucket", "s3:ListBucketVersions"],
-            [r.bucket_arn for r in repositories],
-            conditions=repositories[0].list_condition(),
-        ),
+        _list_versions(repositories),
         statement(
             "ReadBackups",
             ["s3:GetObject", "s3:GetObjectVersion"],
             [r.everything for r in repositories],
         ),
-        statement("RecordAuditEvents", ["s3:PutObject"], [r.audit for r in repositories]),
+        _record_audit_events(repositories),
         *_publish_statements(alert_topic_arn),
         statement(
             "NeverDestroyBackups",
@@ -310,12 +319,7 @@ def maintenance_policy(
 ) -> Document:
     """Pruning: read manifests, delete expired backups; never the audit log or the locks."""
     return document(
-        statement(
-            "ListRepositories",
-            ["s3:ListBucket", "s3:ListBucketVersions"],
-            [r.bucket_arn for r in repositories],
-            conditions=repositories[0].list_condition(),
-        ),
+        _list_versions(repositories),
         statement(
             "ReadBackupManifests",
             ["s3:GetObject", "s3:GetObjectVersion"],
@@ -327,7 +331,7 @@ def maintenance_policy(
             ["s3:DeleteObject", "s3:DeleteObjectVersion"],
             [r.backups for r in repositories],
         ),
-        statement("RecordAuditEvents", ["s3:PutObject"], [r.audit for r in repositories]),
+        _record_audit_events(repositories),
         *_publish_statements(alert_topic_arn),
         statement(
             "NeverTouchAuditEvents",
