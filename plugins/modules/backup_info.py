@@ -141,7 +141,7 @@ alerts:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.cosmic.backup.plugins.module_utils import info
+from ansible_collections.cosmic.backup.plugins.module_utils import catalog, info
 from ansible_collections.cosmic.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.cosmic.backup.plugins.module_utils.module_args import (
     settings_from_params,
@@ -155,7 +155,7 @@ from ansible_collections.cosmic.backup.plugins.module_utils.monitoring import (
 )
 from ansible_collections.cosmic.backup.plugins.module_utils.settings import build_vault
 
-KINDS = ["database", "wal", "files", "config", "code"]
+KINDS = list(catalog.KINDS)
 
 
 def main():

@@ -106,7 +106,7 @@ policies:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.cosmic.backup.plugins.module_utils import pruning, retention
+from ansible_collections.cosmic.backup.plugins.module_utils import catalog, pruning, retention
 from ansible_collections.cosmic.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.cosmic.backup.plugins.module_utils.module_args import (
     settings_from_params,
@@ -119,7 +119,7 @@ from ansible_collections.cosmic.backup.plugins.module_utils.monitoring import (
 )
 from ansible_collections.cosmic.backup.plugins.module_utils.settings import build_vault
 
-KINDS = ["database", "wal", "files", "config", "code"]
+KINDS = list(catalog.KINDS)
 
 
 def main():

@@ -97,7 +97,7 @@ failed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.cosmic.backup.plugins.module_utils import verification
+from ansible_collections.cosmic.backup.plugins.module_utils import catalog, verification
 from ansible_collections.cosmic.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.cosmic.backup.plugins.module_utils.module_args import (
     settings_from_params,
@@ -116,7 +116,7 @@ except ImportError:
     database = files = None
 KIND_CHECKS = (database, files)  # imported for their registration alone
 
-KINDS = ["database", "wal", "files", "config", "code"]
+KINDS = list(catalog.KINDS)
 
 
 def main():
