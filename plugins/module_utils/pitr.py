@@ -297,8 +297,15 @@ def _server_running(data_directory: str) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:
+        pass
+    # A killed postmaster stays a zombie where nothing reaps orphans (a container's
+    # init), and its pid may since belong to another program: neither runs a server.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            name, state = re.match(r"\d+ \((.*)\) (\S)", handle.read()).groups()
+    except (OSError, AttributeError):
         return pid
-    return pid
+    return None if state in "ZX" or name not in ("postgres", "postmaster") else pid
 
 
 class WalStager:
