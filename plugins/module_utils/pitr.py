@@ -468,6 +468,7 @@ def restore_point_in_time(vault, data_directory: str, *, target_time: datetime |
         raise
     stager.stop()
     shutil.rmtree(work, ignore_errors=True)
+    _queue_history_for_archiving(restoring, uid, gid)
     moved = None
     final = restoring
     if swap:
@@ -489,6 +490,24 @@ def restore_point_in_time(vault, data_directory: str, *, target_time: datetime |
                        wal_files=stager.fetched)
     return PointInTimeResult(ref.id, final, moved, restored_to, stager.fetched,
                              time.monotonic() - started, replay_seconds, log_tail, warnings)
+
+
+def _queue_history_for_archiving(data_directory: str, uid: int, gid: int) -> None:
+    """Have the server archive the new timeline's history file when it starts.
+
+    The replay ran with archiving off, so PostgreSQL did not queue the history
+    file it wrote at promotion; without it in the archive, a later recovery
+    could not follow the new timeline.
+    """
+    status = os.path.join(data_directory, "pg_wal", "archive_status")
+    for name in os.listdir(os.path.join(data_directory, "pg_wal")):
+        done = os.path.join(status, f"{name}.done")
+        if name.endswith(".history") and not os.path.exists(done):
+            ready = os.path.join(status, f"{name}.ready")
+            with open(ready, "w", encoding="utf-8"):
+                pass
+            if os.geteuid() == 0:
+                os.chown(ready, uid, gid)
 
 
 def _fsync_directory(path: str) -> None:

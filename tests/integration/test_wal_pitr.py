@@ -110,11 +110,16 @@ def test_recovery_to_the_end_of_the_archive_and_swap(lab):
         assert os.path.isdir(restored.previous) and restored.data_directory == old
         assert not os.path.exists(os.path.join(old, "recovery.signal"))
         assert restored.restored_to == "end of archived WAL"
-        cluster.write_settings({"archive_mode": "off"})
         cluster.start()
         cluster.wait_until_writable()
         assert cluster.psql("select count(*) from after_base", "app") == "1000"
         assert cluster.psql("select count(*) from app.posts", "app") == "12000"
+        # archiving goes on, on the new timeline, from its history file on
+        archive = wal.WalArchive(vault)
+        deadline = time.monotonic() + 60
+        while "00000002.history" not in archive.index():
+            assert time.monotonic() < deadline, "the new timeline's history was not archived"
+            time.sleep(0.2)
     finally:
         cluster.destroy()
 
