@@ -35,3 +35,7 @@ class IntegrityError(BackupError):
 
 class ExternalCommandError(BackupError):
     """A tool the engine drives (pg_dump, git, ...) failed."""
+
+
+class SwitchError(BackupError):
+    """Traffic could not be switched to the recovered system (DNS, balancer)."""

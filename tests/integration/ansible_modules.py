@@ -20,8 +20,13 @@ def environment(tmp_path: Path) -> dict[str, str]:
 
 
 def module(tmp_path, settings, name, check=False, **args):
-    """Run one module; returns (rc, result as JSON, all output)."""
+    """Run one vault module; returns (rc, result as JSON, all output)."""
     arguments = {"repositories": settings["repositories"], "keys": settings["keys"], **args}
+    return run(tmp_path, name, arguments, check=check)
+
+
+def run(tmp_path, name, arguments, check=False):
+    """Run one module with these arguments; returns (rc, result as JSON, all output)."""
     command = [str(BIN / "ansible"), "localhost", "-o", "-m", f"cosmic.backup.{name}",
                "-a", json.dumps(arguments)] + (["--check"] if check else [])
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
