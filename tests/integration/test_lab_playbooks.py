@@ -60,8 +60,11 @@ def test_backup_then_restore_database_with_summary(lab):
     restore = playbook(env, "restore.yml", "-e", "kind=database", "-e", "backup=latest")
     assert restore.returncode == 0, restore.stdout[-3000:]
     steps = json.loads((root / "reports" / "restore-last.json").read_text())["steps"]
-    # the backup named by "latest" is the one restored, not the safety backup taken after it
-    assert steps[0]["backup_id"] == record["steps"][0]["backup_id"] == steps[3]["backup_id"]
+    # the lab takes a dump and a base backup; "latest" names the dump, and it is the one
+    # restored, not the safety backup taken after it
+    dump, base = record["steps"][0]["backup_id"].split(", ")
+    assert "-database-" in dump and "-database-" in base and dump < base
+    assert steps[0]["backup_id"] == dump == steps[3]["backup_id"]
     assert steps[2]["step"] == "safety backup of the current database"
     assert steps[2]["backup_id"] not in ("", steps[3]["backup_id"])
 

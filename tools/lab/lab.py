@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -309,6 +310,74 @@ def start_balancer(root: Path, state: dict) -> None:
                                  "--port", str(state["app"]["ports"]["balancer"])])
 
 
+def _postgres_ids() -> tuple[int, int]:
+    owner = pwd.getpwnam("postgres")
+    return owner.pw_uid, owner.pw_gid
+
+
+def _prepare_archiving(root: Path, state: dict, db_cluster: TemporaryCluster) -> None:
+    """What the server's archive_command (run as postgres) needs on this host.
+
+    The postgresql_archiving role (ansible/archiving.yml) configures the server;
+    here the lab lets the postgres user read the key and write WAL into the
+    local repositories, as an instance profile or a bucket policy would on AWS.
+    """
+    uid, gid = _postgres_ids() if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    conf = Path(db_cluster.data_dir, "postgresql.conf")
+    if "include_dir = 'conf.d'" not in conf.read_text():
+        db_cluster.run(["/bin/sh", "-c", f"mkdir -p {db_cluster.data_dir}/conf.d && echo "
+                                         f"\"include_dir = 'conf.d'\" >> {conf}"])
+    key = Path(state["vault"]["keys"]["local_key_file"])
+    for path, mode in ((key.parent, 0o750), (key, 0o640)):
+        os.chown(path, 0 if os.geteuid() == 0 else uid, gid)
+        os.chmod(path, mode)
+    for repository in state["vault"]["repositories"]:
+        wal = Path(repository["url"], "backups", "wal")
+        wal.mkdir(parents=True, exist_ok=True)
+        for path in (wal.parents[1], wal.parent, wal):
+            os.chown(path, uid, gid)
+    host = root / "host"
+    for path in (host, host / "log"):
+        path.mkdir(parents=True, exist_ok=True)
+    os.chown(host / "log", uid, gid)
+
+
+def start_database(db_cluster: TemporaryCluster) -> None:
+    """Start the lab's server on its own port and socket, and wait until it takes writes.
+
+    A data directory restored from another server's base backup carries that
+    server's port and socket in postgresql.auto.conf: this host's settings win.
+    """
+    auto = Path(db_cluster.data_dir, "postgresql.auto.conf")
+    own = {"port": str(db_cluster.port),
+           "unix_socket_directories": f"'{db_cluster.socket_dir}'"}
+    if not all(f"{name} = {value}\n" in auto.read_text() for name, value in own.items()):
+        db_cluster.write_settings(own)
+    os.makedirs(db_cluster.socket_dir, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(db_cluster.socket_dir, *_postgres_ids())
+    db_cluster.start()
+    db_cluster.wait_until_writable(3600)
+
+
+def command_db(args) -> dict:
+    """Stop, start or restart the lab's current database server."""
+    root = lab_root(args.root)
+    state = load_state(root)
+    db_cluster = cluster(state)
+    if not Path(db_cluster.data_dir, "PG_VERSION").exists():
+        raise LabError(f"no database cluster in {db_cluster.base_dir}: provision one first "
+                       "(lab.py provision-db)")
+    running = Path(db_cluster.data_dir, "postmaster.pid").exists()
+    if args.action in ("stop", "restart") and running:
+        db_cluster.stop()
+    if args.action == "restart" or (args.action == "start" and not running):
+        start_database(db_cluster)
+    return {"database": state["database"]["host_name"], "base_dir": db_cluster.base_dir,
+            "port": db_cluster.port, "action": args.action,
+            "running": Path(db_cluster.data_dir, "postmaster.pid").exists()}
+
+
 def command_up(args) -> dict:
     root = lab_root(args.root)
     if args.storage != "local":
@@ -363,7 +432,8 @@ def command_up(args) -> dict:
         db_cluster.init().start()
         _load_database(db_cluster, args.scale, Path(state["uploads"]))
     elif not Path(db_cluster.data_dir, "postmaster.pid").exists():
-        db_cluster.start()
+        start_database(db_cluster)
+    _prepare_archiving(root, state, db_cluster)
     start_app(root, state, "app1")
     start_balancer(root, state)
     save_state(root, state)
@@ -606,6 +676,9 @@ def parser() -> argparse.ArgumentParser:
     switch.add_argument("--name", default="app2", choices=("app1", "app2"))
     switch.add_argument("--timeout", type=float, default=60)
     switch.set_defaults(func=command_switch)
+    db = commands.add_parser("db", help="stop, start or restart the database server")
+    db.add_argument("action", choices=("start", "stop", "restart"))
+    db.set_defaults(func=command_db)
     provision = commands.add_parser("provision-db", help="a new, empty database cluster")
     provision.add_argument("--name", default="db2")
     provision.set_defaults(func=command_provision_db)
