@@ -39,6 +39,7 @@ from .commands import StderrFile, display, feed
 from .errors import BackupError, ConfigError, ExternalCommandError, SelectorError
 from .monitoring import monitored
 from .pg_tools import PG_BASEBACKUP, Connection, Session, client_bindir, tool_version
+from .postgres_cluster import postmaster_pid
 from .wal import (
     DEFAULT_SEGMENT_SIZE,
     HISTORY,
@@ -285,29 +286,6 @@ def _chown_tree(path: str, uid: int, gid: int) -> None:
             os.lchown(os.path.join(root, name), uid, gid)
 
 
-def _server_running(data_directory: str) -> int | None:
-    """The pid of a postmaster that runs on ``data_directory``, if one does."""
-    try:
-        with open(os.path.join(data_directory, "postmaster.pid"), encoding="utf-8") as handle:
-            pid = int(handle.readline().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    # A killed postmaster stays a zombie where nothing reaps orphans (a container's
-    # init), and its pid may since belong to another program: neither runs a server.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            name, state = re.match(r"\d+ \((.*)\) (\S)", handle.read()).groups()
-    except (OSError, AttributeError):
-        return pid
-    return None if state in "ZX" or name not in ("postgres", "postmaster") else pid
-
-
 class WalStager:
     """Fetches the WAL a replay needs into a directory, in order, while it replays.
 
@@ -472,7 +450,7 @@ def restore_point_in_time(vault, data_directory: str, *, target_time: datetime |
     moved = None
     final = restoring
     if swap:
-        pid = _server_running(data_directory)
+        pid = postmaster_pid(data_directory)
         if pid:
             warnings.append(f"PostgreSQL (pid {pid}) still runs on {data_directory}: the "
                             f"restored data directory was left at {restoring}; stop the server "
@@ -622,7 +600,7 @@ def plan_point_in_time(vault, data_directory: str, *, target_time: datetime | No
     data_directory = os.path.abspath(data_directory.rstrip("/"))
     return {"backup_id": ref.id, "consistent_at": meta.get("consistent_at"),
             "wal_files": len(names), "gaps": gaps,
-            "server_running": _server_running(data_directory) is not None,
+            "server_running": postmaster_pid(data_directory) is not None,
             "data_directory": data_directory, "exists": os.path.exists(data_directory),
             "restored_to": target_time.isoformat() if target_time else "end of archived WAL"}
 

@@ -11,6 +11,7 @@ import contextlib
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -37,6 +38,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def postmaster_pid(data_directory: str) -> int | None:
+    """The pid of a postmaster that runs on ``data_directory``, if one does."""
+    try:
+        with open(os.path.join(data_directory, "postmaster.pid"), encoding="utf-8") as handle:
+            pid = int(handle.readline().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    # A killed postmaster stays a zombie where nothing reaps orphans (a container's
+    # init), and its pid may since belong to another program: neither runs a server.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            name, state = re.match(r"\d+ \((.*)\) (\S)", handle.read()).groups()
+    except (OSError, AttributeError):
+        return pid
+    return None if state in "ZX" or name not in ("postgres", "postmaster") else pid
 
 
 class TemporaryCluster:
@@ -126,6 +150,10 @@ class TemporaryCluster:
             time.sleep(0.2)
         raise ExternalCommandError(f"the cluster on port {self.port} is still in recovery "
                                    f"after {timeout:.0f} s; see {self.base_dir}/server.log")
+
+    def running(self) -> bool:
+        """Whether a live postmaster serves this data directory (not a stale pid file)."""
+        return postmaster_pid(self.data_dir) is not None
 
     def stop(self, mode: str = "fast") -> None:
         if os.path.exists(os.path.join(self.data_dir, "postmaster.pid")):

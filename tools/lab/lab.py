@@ -302,7 +302,11 @@ def start_app(root: Path, state: dict, name: str, code: str | None = None) -> di
 
 def start_balancer(root: Path, state: dict) -> None:
     upstream = Path(state["app"]["upstream_file"])
-    if not upstream.exists():
+    instance = next((name for name, port in state["app"]["ports"].items()
+                     if upstream.exists() and upstream.read_text().strip() == f"127.0.0.1:{port}"),
+                    None)
+    if instance is None or running_pid(root, instance) is None:
+        # a drill's recovered instance that no longer runs: back to the lab's own
         upstream.write_text(f"127.0.0.1:{state['app']['ports']['app1']}\n")
     if running_pid(root, "balancer") is None:
         spawn(root, "balancer", [sys.executable, str(LAB_HERE / "balancer.py"),
@@ -368,14 +372,14 @@ def command_db(args) -> dict:
     if not Path(db_cluster.data_dir, "PG_VERSION").exists():
         raise LabError(f"no database cluster in {db_cluster.base_dir}: provision one first "
                        "(lab.py provision-db)")
-    running = Path(db_cluster.data_dir, "postmaster.pid").exists()
+    running = db_cluster.running()
     if args.action in ("stop", "restart") and running:
         db_cluster.stop()
     if args.action == "restart" or (args.action == "start" and not running):
         start_database(db_cluster)
     return {"database": state["database"]["host_name"], "base_dir": db_cluster.base_dir,
             "port": db_cluster.port, "action": args.action,
-            "running": Path(db_cluster.data_dir, "postmaster.pid").exists()}
+            "running": db_cluster.running()}
 
 
 def command_up(args) -> dict:
@@ -431,7 +435,7 @@ def command_up(args) -> dict:
               file=sys.stderr)
         db_cluster.init().start()
         _load_database(db_cluster, args.scale, Path(state["uploads"]))
-    elif not Path(db_cluster.data_dir, "postmaster.pid").exists():
+    elif not db_cluster.running():
         start_database(db_cluster)
     _prepare_archiving(root, state, db_cluster)
     start_app(root, state, "app1")
@@ -513,7 +517,7 @@ def command_provision_db(args) -> dict:
     state = load_state(root)
     base = str(root / args.name)
     new = cluster(state, base)
-    if Path(new.data_dir, "postmaster.pid").exists():
+    if new.running():
         raise LabError(f"a database cluster is already running in {base}: stop it or "
                        "choose another name")
     shutil.rmtree(base, ignore_errors=True)

@@ -3,7 +3,7 @@ import os
 import shutil
 import subprocess
 
-from ansible_collections.cosmic.backup.plugins.module_utils import pitr
+from ansible_collections.cosmic.backup.plugins.module_utils.postgres_cluster import postmaster_pid
 
 
 def write_pid(directory, pid):
@@ -11,7 +11,7 @@ def write_pid(directory, pid):
 
 
 def test_no_pid_file_means_no_server(tmp_path):
-    assert pitr._server_running(str(tmp_path)) is None
+    assert postmaster_pid(str(tmp_path)) is None
 
 
 def test_a_zombie_postmaster_is_not_a_server(tmp_path):
@@ -24,7 +24,7 @@ def test_a_zombie_postmaster_is_not_a_server(tmp_path):
                     break
             os.sched_yield()
         write_pid(tmp_path, child.pid)
-        assert pitr._server_running(str(tmp_path)) is None
+        assert postmaster_pid(str(tmp_path)) is None
     finally:
         child.wait()
 
@@ -33,7 +33,7 @@ def test_a_reused_pid_of_another_program_is_not_a_server(tmp_path):
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         write_pid(tmp_path, sleeper.pid)
-        assert pitr._server_running(str(tmp_path)) is None
+        assert postmaster_pid(str(tmp_path)) is None
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -45,7 +45,7 @@ def test_a_live_postgres_process_is_a_server(tmp_path):
     server = subprocess.Popen([program, "30"])
     try:
         write_pid(tmp_path, server.pid)
-        assert pitr._server_running(str(tmp_path)) == server.pid
+        assert postmaster_pid(str(tmp_path)) == server.pid
     finally:
         server.kill()
         server.wait()
