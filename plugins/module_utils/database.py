@@ -450,9 +450,37 @@ def _apply_database_properties(session: Session, name: str, meta: dict, owner: s
         option = " with grant option" if grant.get("grantable") else ""
         session.query(f"grant {grant['privilege']} on database {quote_ident(name)} "
                       f"to {who}{option}")
-    if meta.get("settings"):
-        warnings.append("database-level settings were not reapplied: "
-                        + ", ".join(meta["settings"]) + " (ALTER DATABASE ... SET)")
+    for setting in meta.get("settings") or []:
+        session.query(f"alter database {quote_ident(name)} {database_setting_sql(setting)}")
+
+
+# Settings whose value is a list, stored in pg_db_role_setting as "a, b" with
+# identifiers quoted; each element is one string literal in ALTER ... SET.
+LIST_SETTINGS = frozenset(("search_path", "temp_tablespaces", "local_preload_libraries",
+                           "session_preload_libraries"))
+
+
+def database_setting_sql(setting: str) -> str:
+    """``SET name = ...`` for one ``name=value`` entry of pg_db_role_setting.setconfig."""
+    name, _, value = setting.partition("=")
+    if name.lower() not in LIST_SETTINGS:
+        return f"set {quote_ident(name)} = {quote_literal(value)}"
+    elements, current, quoted, at = [], "", False, 0
+    while at < len(value):
+        char = value[at]
+        if char == '"' and quoted and value[at + 1:at + 2] == '"':
+            current += '"'  # a doubled quote inside a quoted element
+            at += 1
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            elements.append(current.strip())
+            current = ""
+        else:
+            current += char
+        at += 1
+    elements.append(current.strip())
+    return f"set {quote_ident(name)} = " + ", ".join(quote_literal(e) for e in elements)
 
 
 def _swap(session: Session, target: str, restoring: str, previous: str,

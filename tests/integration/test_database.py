@@ -285,3 +285,23 @@ def test_host_cli_backs_up_and_restores(source, local_settings, fresh, tmp_path)
                              capture_output=True, text=True)
     assert restore.returncode == 0, restore.stderr
     assert dump_sql(fresh, "app") == dump_sql(source, "app")
+
+
+def test_database_settings_come_back(local_vault, fresh):
+    """ALTER DATABASE ... SET is not in a pg_dump without --create: the restore reapplies it."""
+    settings_sql = ("select array_to_string(setconfig, ' | ') from pg_db_role_setting "
+                    "where setrole = 0 and setdatabase = "
+                    "(select oid from pg_database where datname = 'tuned')")
+    with TemporaryCluster() as cluster:
+        cluster.psql("create database tuned")
+        for statement in ("set work_mem = '7MB'", "set statement_timeout = '5min'",
+                          "set search_path = \"$user\", public, 'odd, \"name\"'"):
+            cluster.psql(f"alter database tuned {statement}")
+        cluster.psql("create table t as select generate_series(1, 10) n", "tuned")
+        original = cluster.psql(settings_sql)
+        assert original.count("|") == 2 and '"odd, ""name"""' in original
+        database.backup_database(local_vault, connection(cluster, "tuned"))
+    restored = database.restore_database(local_vault, connection(fresh, "tuned"))
+    assert all(check.ok for check in restored.checks)
+    assert fresh.psql(settings_sql) == original
+    assert fresh.psql("show search_path", "tuned") == '"$user", public, "odd, ""name"""'

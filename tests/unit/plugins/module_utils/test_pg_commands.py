@@ -112,3 +112,14 @@ def test_derived_names_fit_postgres_identifiers():
     name = database._derived_name("x" * 80, "_pre_restore_20260406020000")
     assert len(name.encode()) == 63 and name.endswith("_pre_restore_20260406020000")
     assert database._derived_name("app", "_restoring_1") == "app_restoring_1"
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("work_mem=7MB", "set \"work_mem\" = '7MB'"),
+    ("DateStyle=ISO, MDY", "set \"DateStyle\" = 'ISO, MDY'"),  # one value with a comma
+    ('search_path="$user", public, app', "set \"search_path\" = '$user', 'public', 'app'"),
+    ('search_path="a ""b"", c", public', "set \"search_path\" = 'a \"b\", c', 'public'"),
+    ('search_path=""', "set \"search_path\" = ''"),
+])
+def test_database_settings_become_alter_database_set(setting, expected):
+    assert database.database_setting_sql(setting) == expected
