@@ -20,7 +20,7 @@ import contextlib
 import os
 import shutil
 
-from bench import rows_database, rows_files
+from bench import rows_database, rows_drill, rows_files
 from bench.harness import Context, Row, Target
 
 STREAM_RSS_MIB = 256  # the issue's bound on our memory, whatever the size
@@ -83,6 +83,7 @@ ROWS = [
 
 ROWS += rows_files.ROWS  # issue 4: file snapshots against restic
 ROWS += rows_database.ROWS  # issue 3: logical database backups against pg_dump
+ROWS += rows_drill.ROWS  # issue 5: the drill's recovery against its engine restores alone
 
 
 def select(names: list[str] | None) -> list[Row]:
