@@ -15,7 +15,7 @@ setup:
 
 lint: setup
 	.venv/bin/ruff check .
-	.venv/bin/ansible-lint -q ansible
+	.venv/bin/ansible-lint -q ansible roles molecule
 
 sanity: setup
 	tools/sanity.sh
