@@ -33,10 +33,12 @@ SIDES = ("ours", "anchor")
 
 @dataclass(frozen=True)
 class Target:
-    """What a row must show: ours/anchor at most ``ratio``, our peak RSS at most ``rss_mib``."""
+    """What a row must show: ours/anchor at most ``ratio``, our peak RSS at most
+    ``rss_mib``, and what ours stores at most ``size_ratio`` times the anchor's."""
 
     ratio: float | None = 1.0
     rss_mib: float | None = None
+    size_ratio: float | None = None
 
     def describe(self) -> str:
         parts = []
@@ -44,6 +46,8 @@ class Target:
             parts.append(f"ratio <= {self.ratio}")
         if self.rss_mib is not None:
             parts.append(f"RSS <= {self.rss_mib:g} MiB")
+        if self.size_ratio is not None:
+            parts.append(f"size ratio <= {self.size_ratio}")
         return ", ".join(parts) or "none (informational)"
 
 
@@ -86,6 +90,7 @@ class Row:
     setup: Callable[[Context], None] | None = None
     reset: Callable[[Context, str], None] | None = None
     repeat: int | None = None  # overrides --repeat for expensive rows
+    stored: tuple[str, str] | None = None  # what each side wrote (ours, anchor): bytes compared
 
 
 class BenchError(Exception):
@@ -98,6 +103,7 @@ class Sample:
     seconds: float
     cpu_seconds: float
     peak_rss_kib: int | None
+    stored_bytes: int | None = None
 
 
 @dataclass
@@ -126,6 +132,17 @@ class RowResult:
             return None
         return ours / anchor
 
+    def median_stored(self, side: str) -> int | None:
+        values = [s.stored_bytes for s in self._side(side) if s.stored_bytes is not None]
+        return int(statistics.median(values)) if values else None
+
+    @property
+    def size_ratio(self) -> float | None:
+        ours, anchor = self.median_stored("ours"), self.median_stored("anchor")
+        if ours is None or not anchor:
+            return None
+        return ours / anchor
+
     @property
     def cpu_ratio(self) -> float | None:
         ours, anchor = self.median_cpu("ours"), self.median_cpu("anchor")
@@ -147,6 +164,9 @@ class RowResult:
             return "FAIL"
         if target.rss_mib is not None and (self.peak_rss_mib is None
                                            or self.peak_rss_mib > target.rss_mib):
+            return "FAIL"
+        if target.size_ratio is not None and (self.size_ratio is None
+                                              or self.size_ratio > target.size_ratio):
             return "FAIL"
         return "pass"
 
@@ -186,6 +206,14 @@ def warm(paths: list[str]) -> None:
             with open(name, "rb", buffering=0) as handle:
                 while handle.read(8 * MIB):
                     pass
+
+
+def tree_bytes(path: str) -> int:
+    """The bytes of the files in ``path`` (a file or a directory tree)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(directory, name))
+               for directory, _dirs, names in os.walk(path) for name in names)
 
 
 def settle(directory: str) -> None:
@@ -237,7 +265,10 @@ def measure_row(row: Row, context: Context, repeat: int, log=print) -> RowResult
                                      f"{outcome.stderr_tail}")
                 settle(context.work)
                 rss = _peak_rss_kib(rss_file) if "{measure}" in getattr(row, side) else None
-                result.samples.append(Sample(side, outcome.seconds, outcome.cpu_seconds, rss))
+                stored = (tree_bytes(context.format(row.stored[SIDES.index(side)]))
+                          if row.stored else None)
+                result.samples.append(Sample(side, outcome.seconds, outcome.cpu_seconds, rss,
+                                             stored))
                 log(f"bench: {row.name} #{repetition + 1} {side:<6} {outcome.seconds:7.2f} s"
                     + (f"  peak {rss / 1024:.0f} MiB" if rss else ""))
     except BenchError as error:

@@ -250,8 +250,12 @@ def render(info: RunInfo, results: list[RowResult]) -> str:
             f"- runs (s): ours {samples['ours'] or 'none'}; anchor {samples['anchor'] or 'none'}",
             f"- CPU time, median (s, user+system of every process): ours "
             f"{_fmt(result.median_cpu('ours'))}, anchor {_fmt(result.median_cpu('anchor'))}",
-            "",
         ]
+        if result.median_stored("ours") is not None and result.median_stored("anchor"):
+            lines.append(f"- stored, median: ours {_size(result.median_stored('ours'))}, anchor "
+                         f"{_size(result.median_stored('anchor'))} (size ratio "
+                         f"{_fmt(result.size_ratio)})")
+        lines.append("")
     lines += _data_section(info)
     lines += [
         "## Method",
@@ -270,6 +274,9 @@ def render(info: RunInfo, results: list[RowResult]) -> str:
         "file; our repository and key are local (`keys.local_key_file`), compression "
         "`{level: 3, threads: 2}` like `zstd -3 -T2`.",
         "- Peak RSS: `/usr/bin/time -f %M` around our process (`{measure}` in the templates).",
+        "- Stored size (rows that compare it): the bytes of the files each side's timed "
+        "command left in its repository, summed after every run; the size ratio is ours "
+        "over the anchor's, medians.",
         "- Set-up for the whole run (untimed): "
         + "; ".join(f"`{command}`" for command in info.shared_commands) + ".",
         "",

@@ -105,6 +105,19 @@ def test_verdict_follows_the_target(ours, anchor, rss_kib, expected):
     assert RowResult(row, {}, [], samples).verdict == expected
 
 
+@pytest.mark.parametrize(("ours_bytes", "anchor_bytes", "expected"), [
+    (100, 100, "pass"),
+    (106, 100, "FAIL"),  # stores more than the bound allows
+    (None, 100, "FAIL"),  # nothing measured is no evidence
+])
+def test_size_verdict_compares_what_each_side_stored(ours_bytes, anchor_bytes, expected):
+    row = Row("r", "a row", "true", "true", Target(ratio=None, size_ratio=1.05),
+              stored=("{repo}", "{out}"))
+    samples = [Sample("ours", 1.0, 1.0, None, ours_bytes),
+               Sample("anchor", 1.0, 1.0, None, anchor_bytes)]
+    assert RowResult(row, {}, [], samples).verdict == expected
+
+
 def _stat(path):
     try:
         stat = os.stat(path)
