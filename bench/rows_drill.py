@@ -123,13 +123,12 @@ def build_lab(context: Context) -> None:
     context.setup_commands.append(
         f"(a copy of {lab} as the disaster left it, but run/: the repositories hard-linked, "
         "the rest cp -a; put back before every timed command)")
+    with open(os.path.join(lab, "lab.json"), encoding="utf-8") as handle:
+        vault = json.load(handle)["vault"]
     with open(context.format(SETTINGS), "w", encoding="utf-8") as handle:
-        # the lab inventory's vault (group_vars/all/vault.yml), as the modules get it
-        json.dump({"repositories": [
-            {"name": "primary", "url": os.path.join(lab, "repositories", "primary")},
-            {"name": "secondary", "url": os.path.join(lab, "repositories", "secondary")}],
-            "keys": {"local_key_file": os.path.join(lab, "keys", "master.key")},
-            "audit_log": os.path.join(lab, "audit.jsonl")}, handle, indent=2)
+        # the vault the lab inventory gives the modules (group_vars/all/vault.yml)
+        json.dump({"repositories": vault["repositories"], "keys": vault["keys"],
+                   "audit_log": os.path.join(lab, "audit.jsonl")}, handle, indent=2)
 
 
 def _check_recovered(context: Context) -> None:
