@@ -35,7 +35,8 @@ def exec_start(unit: Path) -> list[list[str]]:
 
 
 def environment(unit: Path) -> dict[str, str]:
-    pairs = (shlex.split(line.removeprefix("Environment="))[0].split("=", 1)
+    """Environment= lines: specifiers expanded (%% is %), variables not."""
+    pairs = (shlex.split(line.removeprefix("Environment="))[0].replace("%%", "%").split("=", 1)
              for line in unit.read_text().splitlines() if line.startswith("Environment="))
     return dict(pairs)
 
@@ -78,6 +79,10 @@ def test_every_exec_start_is_a_command_the_cli_accepts(agent_root):
             assert args.handler is not None, argv
     assert re.search(r"(?m)^ExecStart=.* wal-drain$",
                      (units / "cosmic-backup-wal.service").read_text())
+    # quoting: what systemd passes is exactly what the inventory said
+    [files] = exec_start(units / "cosmic-backup-files.service")
+    assert files[-4:] == ["--exclude=*.tmp", "--exclude=cache-100%", "--exclude=$RECYCLE.BIN",
+                          str(agent_root / "srv" / "cosmic" / "uploads")]
 
 
 def test_installed_launcher_runs(agent_root):
