@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -16,6 +17,39 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def moto_command(port: int) -> list[str]:
+    """moto's server (this Python's environment) on 127.0.0.1 only."""
+    return [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
+
+
+def wait_for_moto(endpoint_url: str, alive: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait until moto's server answers; ``alive`` says whether its process still runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"moto_server for {endpoint_url} exited before it answered")
+        try:
+            urllib.request.urlopen(f"{endpoint_url}/moto-api/", timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"moto_server did not answer on {endpoint_url} within {timeout:.0f} s")
+
+
+def client_environment(endpoint_url: str, region: str = "eu-west-1") -> dict[str, str]:
+    """Environment that points every AWS SDK call at moto's server, never at AWS.
+
+    moto accepts any credentials; boto3 only needs some to sign with.
+    """
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
 
 
 class MotoServer:
@@ -28,23 +62,15 @@ class MotoServer:
         self._process: subprocess.Popen | None = None
 
     def start(self) -> MotoServer:
-        moto = Path(sys.executable).with_name("moto_server")
         log = open(self.log_dir / "moto.log", "wb") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
-        self._process = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self._process.returncode}")
-            try:
-                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"moto_server did not answer on {self.endpoint_url} within 30 s")
+        self._process = subprocess.Popen(moto_command(self.port), stdout=log,
+                                         stderr=subprocess.STDOUT)
+        try:
+            wait_for_moto(self.endpoint_url, lambda: self._process.poll() is None)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def reset(self) -> None:
         """Forget every bucket, key and role (moto's reset API)."""
@@ -62,13 +88,7 @@ class MotoServer:
 
     def client_environment(self) -> dict[str, str]:
         """Environment that points every AWS SDK call at this server, never at AWS."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "eu-west-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
+        return client_environment(self.endpoint_url)
 
     def __enter__(self) -> MotoServer:
         return self.start()

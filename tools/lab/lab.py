@@ -6,6 +6,13 @@ application's git repository, the application itself (``app1``) behind a load
 balancer, a local primary and secondary repository and a local key. It writes
 ``lab.json`` (read by the lab inventory) and ``lab.env`` (for a shell).
 
+``--storage s3`` (``make lab STORAGE=s3``) keeps the backups in S3 and the keys
+in KMS instead: moto's server on 127.0.0.1, one of the lab's processes, with a
+primary bucket in one region and an offsite one in another (versioning, Object
+Lock) and a KMS key in each region, like the Pulumi stack (docs/pulumi.md).
+moto keeps them in memory: when its process stops (``lab down``), they and the
+backups in them are gone.
+
 The data comes from the benchmark's generator (``bench/data.py``): the uploads
 are the reference tree (linked, not copied, from its cache) and the database
 holds pgbench's tables and ``bench_documents`` beside the application's own
@@ -47,10 +54,18 @@ from ansible_collections.cosmic.backup.plugins.module_utils.postgres_cluster imp
 )
 
 from bench import data as bench_data  # noqa: E402
+from tests.services import client_environment, moto_command, wait_for_moto  # noqa: E402
 
 LAB_HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = ROOT / "var" / "lab"
 DATABASE = "cosmic"
+# STORAGE=s3: the development stack's regions and default Object Lock (Pulumi.dev.yaml).
+# GOVERNANCE keeps the lab's prune working: it places delete markers, locked
+# versions stay until their retention ends.
+S3_BUCKETS = {"primary": ("cosmic-lab-primary", "eu-west-1"),
+              "secondary": ("cosmic-lab-secondary", "eu-west-2")}
+S3_PREFIX = "cosmic"
+S3_LOCK = {"Mode": "GOVERNANCE", "Days": 1}
 APP_TABLES = ("users", "posts", "comments", "media")
 
 SCHEMA = """
@@ -115,8 +130,11 @@ def save_state(root: Path, state: dict) -> None:
         "LAB_APP_URL": state["app"]["url"],
         "COSMIC_BACKUP_PRIMARY": vault["repositories"][0]["url"],
         "COSMIC_BACKUP_SECONDARY": vault["repositories"][1]["url"],
-        "COSMIC_BACKUP_KEY_FILE": vault["keys"].get("local_key_file", ""),
+        **({"COSMIC_BACKUP_KMS_KEY_ARNS": ",".join(vault["keys"]["kms_key_arns"])}
+           if "kms_key_arns" in vault["keys"]
+           else {"COSMIC_BACKUP_KEY_FILE": vault["keys"].get("local_key_file", "")}),
         "COSMIC_LAB_ROOT": str(root),
+        **state.get("environment", {}),
     }
     (root / "lab.env").write_text("# written by tools/lab/lab.py up; source it in a shell\n"
                                   + "".join(f"export {k}='{v}'\n" for k, v in lines.items()))
@@ -150,6 +168,18 @@ def spawn(root: Path, name: str, argv: list[str]) -> int:
                                stdin=subprocess.DEVNULL, start_new_session=True)
     _pid_file(root, name).write_text(str(process.pid))
     return process.pid
+
+
+def _child_alive(pid: int) -> bool:
+    """Whether a process this one spawned still runs (an exited child is reaped)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:  # not our child: any live process with that pid
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
 
 
 def stop_process(root: Path, name: str) -> bool:
@@ -197,6 +227,91 @@ def wait_healthy(url: str, timeout: float) -> dict:
         time.sleep(0.2)
     raise LabError(f"{url} is not healthy after {timeout:.0f} s (last answer {status}: "
                    f"{json.dumps(body)[:400]}); see the logs under run/ in the lab directory")
+
+
+# -- S3 and KMS on moto's server (STORAGE=s3) --------------------------------------
+
+
+def s3_vault(root: Path, port: int) -> tuple[dict, dict, dict]:
+    """The vault, moto's place and the AWS environment of a lab with STORAGE=s3."""
+    endpoint_url = f"http://127.0.0.1:{port}"
+    vault = {"repositories": [{"name": role, "url": f"s3://{bucket}/{S3_PREFIX}",
+                               "endpoint_url": endpoint_url, "region": region}
+                              for role, (bucket, region) in S3_BUCKETS.items()],
+             "keys": {"kms_key_arns": [], "kms_endpoint_url": endpoint_url},
+             "audit_log": str(root / "audit.jsonl")}
+    s3 = {"port": port, "endpoint_url": endpoint_url, "provisioned": False}
+    return vault, s3, client_environment(endpoint_url, S3_BUCKETS["primary"][1])
+
+
+def apply_lab_environment(state: dict) -> None:
+    """The lab's AWS environment (moto's, STORAGE=s3) for this process and its children.
+
+    The database servers the lab starts inherit it, so their archive_command
+    finds credentials the way a host's would (an instance profile on AWS).
+    """
+    os.environ.update(state.get("environment", {}))
+
+
+def start_s3(root: Path, state: dict) -> dict:
+    """Start moto's server and create its buckets and keys once.
+
+    A restarted moto has forgotten them, and the backups with them: say so
+    rather than hand the playbooks an empty vault under the same names.
+    """
+    s3 = state["s3"]
+    endpoint_url = s3["endpoint_url"]
+    started = False
+    if running_pid(root, "moto") is None:
+        pid = spawn(root, "moto", moto_command(int(s3["port"])))
+        try:
+            wait_for_moto(endpoint_url, lambda: _child_alive(pid))
+        except RuntimeError as error:
+            stop_process(root, "moto")
+            raise LabError(f"{error}; see {root}/run/moto.log (is port {s3['port']} taken? "
+                           f"then `make lab-down PURGE=1` and `make lab STORAGE=s3`)") from None
+        started = True
+    import boto3  # only the S3 lab needs it
+    from botocore.exceptions import ClientError
+
+    def client(service: str, region: str):
+        return boto3.client(service, endpoint_url=endpoint_url, region_name=region)
+
+    vault = state["vault"]
+    missing = []
+    for bucket, region in S3_BUCKETS.values():
+        try:
+            client("s3", region).head_bucket(Bucket=bucket)
+        except ClientError:
+            missing.append(bucket)
+    for arn in vault["keys"]["kms_key_arns"]:
+        try:
+            client("kms", arn.split(":")[3]).describe_key(KeyId=arn)
+        except ClientError:
+            missing.append(f"KMS key {arn.rsplit('/', 1)[-1]}")
+    if s3["provisioned"] and missing:
+        raise LabError(
+            f"moto's server at {endpoint_url} no longer has {', '.join(missing)}: moto keeps "
+            "its buckets and keys in memory, so they went when its process stopped (lab down, "
+            "a reboot, a crash), and every backup of this lab went with them. Rebuild the "
+            "lab: `make lab-down PURGE=1` then `make lab STORAGE=s3`")
+    for bucket, region in S3_BUCKETS.values():
+        if bucket in missing:
+            bucket_client = client("s3", region)
+            bucket_client.create_bucket(
+                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region},
+                ObjectLockEnabledForBucket=True)
+            bucket_client.put_bucket_versioning(Bucket=bucket,
+                                                VersioningConfiguration={"Status": "Enabled"})
+            bucket_client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": S3_LOCK}})
+    if not vault["keys"]["kms_key_arns"]:
+        vault["keys"]["kms_key_arns"] = [
+            client("kms", region).create_key(
+                Description=f"cosmic-backup lab, {role} region")["KeyMetadata"]["Arn"]
+            for role, (_bucket, region) in S3_BUCKETS.items()]
+    s3["provisioned"] = True
+    return {"endpoint_url": endpoint_url, "started": started, "created": missing}
 
 
 # -- building the lab ----------------------------------------------------------------
@@ -324,22 +439,24 @@ def _prepare_archiving(root: Path, state: dict, db_cluster: TemporaryCluster) ->
 
     The postgresql_archiving role (ansible/archiving.yml) configures the server;
     here the lab lets the postgres user read the key and write WAL into the
-    local repositories, as an instance profile or a bucket policy would on AWS.
+    local repositories, as an instance profile or a bucket policy would on AWS
+    (with STORAGE=s3 the server inherits the lab's AWS environment instead).
     """
     uid, gid = _postgres_ids() if os.geteuid() == 0 else (os.getuid(), os.getgid())
     conf = Path(db_cluster.data_dir, "postgresql.conf")
     if "include_dir = 'conf.d'" not in conf.read_text():
         db_cluster.run(["/bin/sh", "-c", f"mkdir -p {db_cluster.data_dir}/conf.d && echo "
                                          f"\"include_dir = 'conf.d'\" >> {conf}"])
-    key = Path(state["vault"]["keys"]["local_key_file"])
-    for path, mode in ((key.parent, 0o750), (key, 0o640)):
-        os.chown(path, 0 if os.geteuid() == 0 else uid, gid)
-        os.chmod(path, mode)
-    for repository in state["vault"]["repositories"]:
-        wal = Path(repository["url"], "backups", "wal")
-        wal.mkdir(parents=True, exist_ok=True)
-        for path in (wal.parents[1], wal.parent, wal):
-            os.chown(path, uid, gid)
+    if state.get("storage", "local") == "local":  # S3: the AWS environment is the grant
+        key = Path(state["vault"]["keys"]["local_key_file"])
+        for path, mode in ((key.parent, 0o750), (key, 0o640)):
+            os.chown(path, 0 if os.geteuid() == 0 else uid, gid)
+            os.chmod(path, mode)
+        for repository in state["vault"]["repositories"]:
+            wal = Path(repository["url"], "backups", "wal")
+            wal.mkdir(parents=True, exist_ok=True)
+            for path in (wal.parents[1], wal.parent, wal):
+                os.chown(path, uid, gid)
     host = root / "host"
     for path in (host, host / "log"):
         path.mkdir(parents=True, exist_ok=True)
@@ -384,15 +501,16 @@ def command_db(args) -> dict:
 
 def command_up(args) -> dict:
     root = lab_root(args.root)
-    if args.storage != "local":
-        raise LabError("STORAGE=s3 is not wired into the lab yet: use STORAGE=local (the "
-                       "default); S3 is tested by tests/integration/test_vault_s3.py")
     root.mkdir(parents=True, exist_ok=True)
     if (root / "lab.json").exists():
         state = load_state(root)
         if float(state["scale"]) != args.scale:
             raise LabError(f"the lab in {root} was built at scale {state['scale']}, not "
                            f"{args.scale}: run `make lab-down PURGE=1` first to rebuild it")
+        if state.get("storage", "local") != args.storage:
+            raise LabError(f"the lab in {root} keeps its backups in {state.get('storage')} "
+                           f"storage, not {args.storage}: run `make lab-down PURGE=1` first "
+                           f"to rebuild it with STORAGE={args.storage}")
     else:
         tree = bench_data.prepare_tree(args.scale, log=lambda text: print(text, file=sys.stderr))
         files = sorted(p for p in Path(tree.path, "uploads").rglob("*") if p.is_file())
@@ -416,13 +534,21 @@ def command_up(args) -> dict:
                 "keys": {"local_key_file": str(root / "keys" / "master.key")},
                 "audit_log": str(root / "audit.jsonl")},
         }
+        if args.storage == "s3":
+            state["vault"], state["s3"], state["environment"] = s3_vault(root, free_port())
         state["config_files"] = _write_config(state)
         (root / "run").mkdir(exist_ok=True)
         save_state(root, state)
-    key_file = Path(state["vault"]["keys"]["local_key_file"])
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        LocalKey.generate().save(str(key_file))
+    apply_lab_environment(state)
+    s3 = None
+    if args.storage == "s3":
+        s3 = start_s3(root, state)
+        save_state(root, state)
+    else:
+        key_file = Path(state["vault"]["keys"]["local_key_file"])
+        if not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            LocalKey.generate().save(str(key_file))
     if not Path(state["uploads"]).is_dir():
         _link_tree(state["uploads_source"], Path(state["uploads"]))
     if not Path(state["config_dir"], "app.ini").exists():
@@ -442,16 +568,18 @@ def command_up(args) -> dict:
     start_balancer(root, state)
     save_state(root, state)
     wait_healthy(state["app"]["url"], 60)
-    return status(root, state)
+    return {**status(root, state), **({"s3": s3} if s3 else {})}
 
 
 def status(root: Path, state: dict) -> dict:
     code, body = http_get(state["app"]["url"])
     return {"root": str(root), "scale": state["scale"], "url": state["app"]["url"],
+            "storage": state.get("storage", "local"),
+            "repositories": [repository["url"] for repository in state["vault"]["repositories"]],
             "healthy": code == 200, "health": body,
             "database": {k: state["database"][k] for k in ("host", "port", "name", "base_dir")},
             "processes": {name: running_pid(root, name)
-                          for name in ("app1", "app2", "balancer", "writer")},
+                          for name in ("app1", "app2", "balancer", "writer", "moto")},
             "env": str(root / "lab.env")}
 
 
@@ -471,13 +599,21 @@ def command_down(args) -> dict:
         if Path(base, "data", "postmaster.pid").exists():
             cluster(state, base).stop()
             stopped.append(Path(base).name)
+    # after the database: its last archive_command may still be writing WAL to S3
+    if stop_process(root, "moto"):
+        stopped.append("moto")
     if args.purge:
         for name in ("db1", "db2", "uploads", "config", "code", "releases", "run",
                      "repositories", "keys", "state", "safety"):
             shutil.rmtree(root / name, ignore_errors=True)
         for name in ("lab.json", "lab.env", "audit.jsonl"):
             (root / name).unlink(missing_ok=True)
-    return {"root": str(root), "stopped": stopped, "purged": bool(args.purge)}
+    result = {"root": str(root), "stopped": stopped, "purged": bool(args.purge)}
+    if "moto" in stopped and not args.purge:
+        result["note"] = ("moto keeps its buckets and keys in memory: this lab's S3 backups "
+                          "and KMS keys are gone; `make lab-down PURGE=1` and "
+                          "`make lab STORAGE=s3` build it again")
+    return result
 
 
 # -- the playbooks' side -------------------------------------------------------------
@@ -705,6 +841,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if (lab_root(args.root) / "lab.json").exists():  # every server it starts inherits it
+            apply_lab_environment(load_state(lab_root(args.root)))
         result = args.func(args)
     except LabError as error:
         print(f"lab: {error}", file=sys.stderr)
