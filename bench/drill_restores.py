@@ -22,16 +22,14 @@ from datetime import datetime, timezone
 
 from ansible_collections.cosmic.backup.plugins.module_utils import code, config_files, pitr
 from ansible_collections.cosmic.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.cosmic.backup.plugins.module_utils.settings import (
-    build_vault,
-    load_settings,
-)
+from ansible_collections.cosmic.backup.plugins.module_utils.settings import build_vault
 
 
 def restore(settings_file: str, lab: str) -> dict[str, str]:
     """Code into a new release directory, the configuration in place (safety backup,
     syntax check), and the database to the end of the archived WAL; the backup ids."""
-    vault = build_vault(load_settings(settings_file))
+    with open(settings_file, encoding="utf-8") as handle:
+        vault = build_vault(json.load(handle))  # written by rows_drill, as JSON
     with open(os.path.join(lab, "lab.json"), encoding="utf-8") as handle:
         database = json.load(handle)["database"]
     release = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -52,7 +50,8 @@ def restore(settings_file: str, lab: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="drill_restores.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="cosmic-backup settings file")
+    parser.add_argument("--config", required=True,
+                        help="cosmic-backup settings file, in JSON (a YAML subset)")
     parser.add_argument("--lab", required=True, help="the lab's directory (lab.json)")
     args = parser.parse_args(argv)
     try:
