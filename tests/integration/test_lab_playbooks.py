@@ -4,37 +4,20 @@ at scale 0.01 in a temporary directory (its own PostgreSQL, app, balancer)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-LAB = [sys.executable, str(REPO / "tools" / "lab" / "lab.py")]
+from tests.integration.lab import LAB, REPO, playbook, private_lab
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab")
-    for path in (root, *root.parents[:2]):  # PostgreSQL runs as postgres: let it reach the lab
-        os.chmod(path, os.stat(path).st_mode | 0o711)
-    env = {**os.environ, "COSMIC_LAB_ROOT": str(root / "lab"),
-           "COSMIC_REPORTS_DIR": str(root / "reports"),
-           "ANSIBLE_HOME": str(root / "ansible-home"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCALHOST_WARNING": "0"}
-    up = subprocess.run([*LAB, "up", "--scale", "0.01"], env=env, capture_output=True,
-                        text=True, check=False)
-    assert up.returncode == 0, up.stderr
-    yield root, env
-    subprocess.run([*LAB, "down", "--purge"], env=env, capture_output=True, check=False)
-
-
-def playbook(env, name, *extra):
-    return subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), name, *extra],
-                          cwd=REPO / "ansible", env=env, capture_output=True, text=True,
-                          check=False, timeout=600)
+def lab():
+    with private_lab("cosmic-lab-") as (root, env):
+        up = subprocess.run([*LAB, "up", "--scale", "0.01"], env=env, capture_output=True,
+                            text=True, check=False)
+        assert up.returncode == 0, up.stderr
+        yield root, env
 
 
 def test_lab_is_healthy_and_writes_its_env(lab):
