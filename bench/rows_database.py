@@ -89,6 +89,11 @@ def _fresh_repositories(context: Context, side: str) -> None:
         pgbackrest.stanza_create(context, record=False)
 
 
+# what the archiver does after archive_command succeeded, on both sides
+_ARCHIVED = ('status={work}/segments/archive_status/$(basename "$segment"); '
+             'mv "$status.ready" "$status.done"')
+
+
 def wal_segments(scale: float) -> int:
     """Segments the wal-push row pushes: 32 (512 MiB) at scale 1.0, at least 4."""
     return max(4, round(32 * scale))
@@ -100,6 +105,22 @@ def _segments_once(context: Context) -> None:
     cluster = context.data["database"].cluster
     pgbackrest.pgbench_segments(context, cluster, wal_segments(context.scale),
                                 os.path.join(context.work, "segments"))
+    context.setup_commands.append(
+        "each run starts as a lagging archiver leaves pg_wal: every segment has its "
+        "archive_status/NAME.ready, and each push that succeeds renames it to NAME.done")
+
+
+def _segments_ready(context: Context, side: str) -> None:
+    """An empty repository, and every segment ready again (as the server marks them)."""
+    _fresh_repositories(context, side)
+    segments = os.path.join(context.work, "segments")
+    status = os.path.join(segments, "archive_status")
+    shutil.rmtree(status, ignore_errors=True)
+    os.makedirs(status)
+    for name in os.listdir(segments):
+        if len(name) == 24:
+            open(os.path.join(status, f"{name}.ready"), "w").close()
+    pgbackrest.chown_postgres(status)
 
 
 def pitr_transactions(scale: float) -> int:
@@ -249,15 +270,17 @@ ROWS += [
         summary="push WAL segments written under pgbench load, one process per segment "
                 f"(as archive_command runs them), against {_PGBACKREST} archive-push; "
                 "ratio <= 1.0 means at least pgBackRest's segments per second",
-        ours="for segment in {work}/segments/*; do runuser -u root -- {measure} {cosmic} "
-             "wal-push --spool-dir {work}/spool \"$segment\" || exit; done",
-        anchor=f"for segment in {{work}}/segments/*; do {pgbackrest.command()} archive-push "
-               "\"$segment\" || exit; done",
+        ours="for segment in {work}/segments/????????????????????????; do runuser -u root -- "
+             "{measure} {cosmic} wal-push --spool-dir {work}/spool \"$segment\" || exit; "
+             + _ARCHIVED + "; done",
+        anchor="for segment in {work}/segments/????????????????????????; do "
+               f"{pgbackrest.command()} archive-push \"$segment\" || exit; "
+               + _ARCHIVED + "; done",
         target=Target(ratio=1.0),
         needs=("database",),
         inputs=("{work}/segments",),
         setup=_segments_once,
-        reset=_fresh_repositories,
+        reset=_segments_ready,
         stored=("{repo}", "{work}/pgbackrest/repo"),
     ),
 ]

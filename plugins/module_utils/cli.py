@@ -17,7 +17,8 @@ from . import cli_catalog, database_cli, files_cli, wal_cli
 from .atomic_file import atomic_file
 from .errors import BackupError, ConfigError
 from .keys import LocalKey
-from .settings import build_vault, load_settings
+from .settings import build_vault
+from .settings_file import load_settings
 from .verification import RAW_STREAM_LAYOUT
 from .version import VERSION
 

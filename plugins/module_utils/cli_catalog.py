@@ -13,7 +13,8 @@ import sys
 from . import info, pruning, retention, verification
 from .errors import ConfigError
 from .monitoring import Monitor, MonitoringSettings, parse_max_age
-from .settings import build_vault, load_settings
+from .settings import build_vault
+from .settings_file import load_settings
 
 EXIT_OK, EXIT_WARNING, EXIT_ERROR = 0, 1, 2
 

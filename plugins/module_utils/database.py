@@ -462,7 +462,7 @@ LIST_SETTINGS = frozenset(("search_path", "temp_tablespaces", "local_preload_lib
 
 def database_setting_sql(setting: str) -> str:
     """``SET name = ...`` for one ``name=value`` entry of pg_db_role_setting.setconfig."""
-    name, _, value = setting.partition("=")
+    name, value = setting.split("=", 1)
     if name.lower() not in LIST_SETTINGS:
         return f"set {quote_ident(name)} = {quote_literal(value)}"
     elements, current, quoted, at = [], "", False, 0

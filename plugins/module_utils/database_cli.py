@@ -14,7 +14,8 @@ import sys
 
 from . import database, pitr
 from .pg_tools import Connection
-from .settings import build_vault, load_settings
+from .settings import build_vault
+from .settings_file import load_settings
 
 EXIT_OK, EXIT_WARNING = 0, 1
 

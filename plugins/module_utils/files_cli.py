@@ -9,7 +9,8 @@ import json
 import sys
 
 from . import files
-from .settings import build_vault, load_settings
+from .settings import build_vault
+from .settings_file import load_settings
 
 EXIT_OK, EXIT_WARNING, EXIT_ERROR = 0, 1, 2
 

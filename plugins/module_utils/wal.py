@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,14 +27,11 @@ from typing import Any
 from .catalog import BackupRef
 from .errors import ConfigError, StorageError
 from .repository import Vault
+from .wal_segments import DEFAULT_SPOOL, SEGMENT, PushedMarkers, read_header, ready_segments
 
 KIND = "wal"
-DEFAULT_SPOOL = "/var/lib/cosmic-backup/wal-spool"
-SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
 WAL_FILE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
-XLP_LONG_HEADER = struct.Struct("<HHIQIIQII")  # magic, info, tli, pageaddr, rem_len, pad,
-#                                               sysid, seg_size, blcksz
 DEFAULT_SEGMENT_SIZE = 16 << 20
 
 
@@ -72,25 +68,6 @@ def lsn_segment(lsn: str, timeline: int, segment_size: int = DEFAULT_SEGMENT_SIZ
     return segment_name(timeline, ((high << 32) | low) // segment_size, segment_size)
 
 
-@dataclass(frozen=True)
-class WalHeader:
-    system_identifier: int
-    segment_size: int
-    timeline: int
-
-
-def read_header(path: str) -> WalHeader | None:
-    """The long page header at the start of every segment (None for other files)."""
-    with open(path, "rb") as handle:
-        data = handle.read(XLP_LONG_HEADER.size)
-    if len(data) < XLP_LONG_HEADER.size:
-        return None
-    _magic, info, tli, _addr, _rem, _pad, sysid, seg_size, _blcksz = XLP_LONG_HEADER.unpack(data)
-    if not info & 0x0002:  # XLP_LONG_HEADER
-        return None
-    return WalHeader(sysid, seg_size, tli)
-
-
 # -- pushing ---------------------------------------------------------------------
 
 
@@ -102,6 +79,7 @@ class PushResult:
     backup_id: str | None
     drained: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    batched: list[str] = field(default_factory=list)  # ready segments stored with it
 
 
 class WalArchive:
@@ -133,23 +111,38 @@ class WalArchive:
                     waiting[repository.name] = names
         return waiting
 
-    def push(self, path: str) -> PushResult:
-        """Archive one WAL file (archive_command's %p); durable when this returns."""
+    def push(self, path: str, batch: int = 1) -> PushResult:
+        """Archive one WAL file (archive_command's %p); durable when this returns.
+
+        With ``batch`` above 1, up to ``batch - 1`` further segments that the
+        archiver has marked ready are stored in the same backup, and marked in
+        the spool so that their own archive_command calls return at once.
+        """
         name = check_wal_name(os.path.basename(path))
         if not os.path.isfile(path):
             raise ConfigError(f"WAL file {path} does not exist: archive_command gets %p, "
                               "relative to the data directory")
+        markers = PushedMarkers(self.spool_dir)
+        markers.forget([name])  # pushed here in full: an older marker is void
         drained, warnings = self._drain(set())
-        meta = self._meta(path, name)
+        files = [(name, path)]
+        if batch > 1 and SEGMENT.match(name):
+            directory = os.path.dirname(path)
+            files += [(ready, os.path.join(directory, ready))
+                      for ready in ready_segments(path, batch - 1)]
+        meta = {**self._meta(path, name), "files": [entry[0] for entry in files]}
         stored, spooled, backup_id = [], [], None
         try:
-            backup_id, lost = self._store(self.vault, [(name, path)], meta)
+            backup_id, lost = self._store(self.vault, files, meta)
             stored = [r.name for r in self.vault.repositories if r.name not in lost]
             for repository, error in lost.items():
-                self._spool(repository, name, path)
+                for file, file_path in files:
+                    self._spool(repository, file, file_path)
                 spooled.append(repository)
                 warnings.append(f"{name}: the {repository} copy failed ({error}); "
                                 "spooled, a later push uploads it")
+            for _file, file_path in files[1:]:
+                markers.record(file_path, backup_id)
         except StorageError as error:
             # a replicated copy is filled by the storage's replication, never by us
             for repository in self.vault.repositories:
@@ -159,9 +152,11 @@ class WalArchive:
                 spooled.append(repository.name)
             warnings.append(f"{name}: the primary repository failed ({error}); spooled in "
                             f"{self.spool_dir}, a later push uploads it")
+        batched = [entry[0] for entry in files[1:]] if backup_id else []
         self.vault.audit.record("wal_push", result="ok" if not spooled else "spooled",
-                                backup_id=backup_id, wal=name, spooled=spooled or None)
-        return PushResult(name, stored, spooled, backup_id, drained, warnings)
+                                backup_id=backup_id, wal=name, spooled=spooled or None,
+                                batched=batched or None)
+        return PushResult(name, stored, spooled, backup_id, drained, warnings, batched)
 
     def _meta(self, path: str, name: str) -> dict[str, Any]:
         meta: dict[str, Any] = {"files": [name]}

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import sys
 
-from .settings import build_vault, load_settings
+from .settings import build_vault
+from .settings_file import load_settings
 from .wal import WalArchive
 
 EXIT_OK, EXIT_WARNING, EXIT_ERROR = 0, 1, 2
+DEFAULT_BATCH = 32  # 512 MiB of 16 MiB segments per process when the archiver lags
 
 
 def _archive(args) -> WalArchive:
@@ -26,7 +28,10 @@ def _archive(args) -> WalArchive:
 
 def command_wal_push(args) -> int:
     """Exit 0 only when the WAL file is durable (in the primary or in the spool)."""
-    result = _archive(args).push(args.path)
+    settings = load_settings(args.config)
+    archive = WalArchive.from_settings(build_vault(settings), settings, args.spool_dir)
+    batch = args.batch or int((settings.get("wal") or {}).get("push_batch") or DEFAULT_BATCH)
+    result = archive.push(args.path, batch=batch)
     for warning in result.warnings:
         print(f"cosmic-backup: warning: {warning}", file=sys.stderr)
     # A spooled segment is durable: PostgreSQL may recycle it, so report success.
@@ -78,6 +83,9 @@ def add_commands(command) -> None:
     sub.add_argument("path", help="%%p: the WAL file, relative to the data directory")
     sub.add_argument("--spool-dir", help="where segments wait when the repository fails "
                                          "(default: settings wal.spool_dir)")
+    sub.add_argument("--batch", type=int,
+                     help="store up to this many segments the archiver has ready in one go "
+                          f"(default: settings wal.push_batch, or {DEFAULT_BATCH}; 1: one)")
 
     sub = command("wal-fetch", command_wal_fetch,
                   "restore one archived WAL file (restore_command = "

@@ -135,7 +135,7 @@ def cli_as_postgres() -> str:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     path = ":".join([str(REPO / "var" / "collections"), *site])
     return (f"env PYTHONPATH={path} /usr/bin/{version} "
-            "-m ansible_collections.cosmic.backup.plugins.module_utils.cli")
+            "-m ansible_collections.cosmic.backup.plugins.module_utils.cli_launch")
 
 
 def archiving_settings(config: str, archive_timeout: str = "60") -> dict[str, str]:

@@ -3,6 +3,7 @@ on real PostgreSQL 15 clusters whose archive_command is ``cosmic-backup wal-push
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -203,6 +204,81 @@ def test_wal_push_spools_when_the_primary_fails_and_fetch_reads_both(lab, tmp_pa
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "not in the WAL archive" in missing.stderr
     assert not (tmp_path / "nope").exists()
+
+
+def test_a_lagging_archiver_catches_up_in_batches(lab, tmp_path):
+    """Segments pile up while archiving fails; once it works, the first push stores the
+    ready ones together and the archiver's next calls return from their markers."""
+    settings, config, vault = lab
+    cluster = TemporaryCluster(settings={"archive_mode": "on",
+                                         "archive_command": "'/bin/false'"})
+    try:
+        cluster.init().start()
+        cluster.psql("create table t (n int)")
+        names = []
+        for n in range(4):
+            cluster.psql(f"insert into t select generate_series(1, 1000) + {n}")
+            names.append(cluster.psql("select pg_walfile_name(pg_switch_wal())"))
+        saved = {}
+        for name in names:  # what the server wrote, before it recycles the files
+            deadline = time.monotonic() + 30
+            while not os.path.exists(f"{cluster.data_dir}/pg_wal/archive_status/{name}.ready"):
+                assert time.monotonic() < deadline, f"{name} never became ready"
+                time.sleep(0.1)
+            with open(f"{cluster.data_dir}/pg_wal/{name}", "rb") as handle:
+                saved[name] = handle.read()
+        cluster.write_settings(archiving_settings(config))
+        cluster.psql("select pg_reload_conf()")
+        deadline = time.monotonic() + 60
+        while cluster.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver") \
+                < names[-1]:
+            assert time.monotonic() < deadline, "the archiver did not catch up"
+            time.sleep(0.2)
+        index = wal.WalArchive(vault).index()
+        assert set(names) <= set(index)
+        # one push stored several segments at once: they share a backup
+        assert len({index[name] for name in names}) < len(names)
+        with open(settings["audit_log"], encoding="utf-8") as audit:
+            pushes = [json.loads(line) for line in audit if '"wal_push"' in line]
+        assert any(record.get("batched") for record in pushes)
+        assert not os.listdir(os.path.join(settings["wal"]["spool_dir"], "pushed"))
+        for name in names:  # restores read back exactly what the server wrote
+            out = tmp_path / name
+            subprocess.run([CLI, "--config", config, "wal-fetch", name, str(out)], check=True)
+            assert out.read_bytes() == saved[name]
+    finally:
+        cluster.destroy()
+
+
+def test_a_marker_that_does_not_match_the_file_is_pushed_again(lab, tmp_path):
+    settings, config, vault = lab
+    pg_wal = tmp_path / "pg_wal"
+    (pg_wal / "archive_status").mkdir(parents=True)
+    first, second = "000000010000000000000050", "000000010000000000000051"
+    for name in (first, second):
+        (pg_wal / name).write_bytes(os.urandom(1 << 16))
+        (pg_wal / "archive_status" / f"{name}.ready").touch()
+    push = [CLI, "--config", config, "wal-push"]
+    subprocess.run([*push, str(pg_wal / first)], check=True)
+    marker = os.path.join(settings["wal"]["spool_dir"], "pushed", second)
+    assert os.path.exists(marker)
+    (pg_wal / second).write_bytes(os.urandom(1 << 15))  # not the file that was stored
+    subprocess.run([*push, str(pg_wal / second)], check=True)
+    assert not os.path.exists(marker)
+    out = tmp_path / "fetched"
+    subprocess.run([CLI, "--config", config, "wal-fetch", second, str(out)], check=True)
+    assert out.read_bytes() == (pg_wal / second).read_bytes()  # the newer push wins
+    # --batch 1 stores only the file asked for
+    third = pg_wal / "000000010000000000000052"
+    third.write_bytes(b"w" * 100)
+    (pg_wal / "archive_status" / f"{third.name}.ready").touch()
+    (pg_wal / "archive_status" / f"{first}.ready").unlink()
+    (pg_wal / "archive_status" / f"{second}.ready").unlink()
+    fourth = pg_wal / "000000010000000000000053"
+    fourth.write_bytes(b"v" * 100)
+    (pg_wal / "archive_status" / f"{fourth.name}.ready").touch()
+    subprocess.run([*push, str(third), "--batch", "1"], check=True)
+    assert fourth.name not in wal.WalArchive(vault).index()
 
 
 def test_wal_push_fails_when_nothing_can_keep_the_segment(lab, tmp_path):
