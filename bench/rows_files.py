@@ -92,11 +92,13 @@ ROWS = [
     ),
     Row(
         name="files-second-snapshot",
-        summary="second snapshot after 2% of the files got new content",
+        summary="second snapshot after 2% of the files got new content; the repository "
+                "sizes are measured after it (each repetition adds one more snapshot to both)",
         ours=OURS + " backup {work}/tree-ours --label bench --state-dir {work}/state",
         anchor=RESTIC + " backup {work}/tree-anchor",
-        target=Target(ratio=1.0),
+        target=Target(ratio=1.0, size_ratio=1.05),
         needs=("tree",), inputs=("{tree}",), setup=_copies, reset=_change,
+        stored=("{repo}", "{work}/restic"),
     ),
     Row(
         name="files-restore",
