@@ -13,10 +13,8 @@ import sys
 from datetime import datetime
 
 from ansible_collections.cosmic.backup.plugins.module_utils import pitr
-from ansible_collections.cosmic.backup.plugins.module_utils.settings import (
-    build_vault,
-    load_settings,
-)
+from ansible_collections.cosmic.backup.plugins.module_utils.settings import build_vault
+from ansible_collections.cosmic.backup.plugins.module_utils.settings_file import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
