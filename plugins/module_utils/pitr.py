@@ -40,6 +40,7 @@ from .errors import BackupError, ConfigError, ExternalCommandError, SelectorErro
 from .monitoring import monitored
 from .pg_tools import PG_BASEBACKUP, Connection, Session, client_bindir, tool_version
 from .postgres_cluster import postmaster_pid
+from .storage import fsync_directory
 from .wal import (
     DEFAULT_SEGMENT_SIZE,
     HISTORY,
@@ -461,7 +462,7 @@ def restore_point_in_time(vault, data_directory: str, *, target_time: datetime |
                 moved = previous
             os.rename(restoring, data_directory)
             final = data_directory
-            _fsync_directory(os.path.dirname(data_directory))
+            fsync_directory(os.path.dirname(data_directory))
     restored_to = target_time.isoformat() if target_time else "end of archived WAL"
     vault.audit.record("restore", result="ok", backup_id=ref.id, kind="pitr",
                        data_directory=final, previous=moved, target=restored_to,
@@ -486,14 +487,6 @@ def _queue_history_for_archiving(data_directory: str, uid: int, gid: int) -> Non
                 pass
             if os.geteuid() == 0:
                 os.chown(ready, uid, gid)
-
-
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _replay(data_dir: str, work: str, stager: WalStager, target_time: datetime | None,

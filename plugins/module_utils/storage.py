@@ -94,7 +94,7 @@ class LocalWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self._temp, self._path)
-        _fsync_directory(os.path.dirname(self._path))
+        fsync_directory(os.path.dirname(self._path))
 
     def abort(self) -> None:
         self._file.close()
@@ -102,7 +102,8 @@ class LocalWriter:
             os.unlink(self._temp)
 
 
-def _fsync_directory(path: str) -> None:
+def fsync_directory(path: str) -> None:
+    """Make a rename or a new file in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -27,6 +27,7 @@ from typing import Any
 from .catalog import BackupRef
 from .errors import ConfigError, StorageError
 from .repository import Vault
+from .storage import fsync_directory
 from .wal_segments import DEFAULT_SPOOL, SEGMENT, PushedMarkers, read_header, ready_segments
 
 KIND = "wal"
@@ -191,11 +192,7 @@ class WalArchive:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, os.path.join(directory, name))
-            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_directory(directory)
         except OSError as error:
             raise StorageError(
                 f"{name} could not be stored anywhere: the repository failed and the spool "

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 
 from .settings_file import load_settings
+from .storage import fsync_directory
 
 DEFAULT_SPOOL = "/var/lib/cosmic-backup/wal-spool"
 SEGMENT = re.compile(r"^[0-9A-F]{24}$")
@@ -80,7 +81,7 @@ class PushedMarkers:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, os.path.join(self.directory, name))
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
 
     def claim(self, path: str) -> str | None:
         """The backup holding ``path`` if a batched push stored this very file; the
@@ -131,11 +132,3 @@ def claim_batched_push(argv: list[str]) -> str | None:
         return PushedMarkers(spool).claim(positional[0])
     except Exception:  # noqa: BLE001 - any doubt: the full push decides and reports
         return None
-
-
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
