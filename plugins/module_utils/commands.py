@@ -22,7 +22,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -136,6 +136,26 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, input: bytes 
             f"{result.stderr.decode(errors='replace').strip()[-2000:]}"
         )
     return result
+
+
+@contextlib.contextmanager
+def tool_output(argv: Sequence[str], *, env: dict[str, str] | None = None,
+                what: str) -> Iterator[BinaryIO]:
+    """A tool's standard output to read (into a backup); on leaving, the tool must
+    have succeeded, or ``what`` failed and nothing was stored."""
+    stderr = StderrFile()
+    try:
+        process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=stderr, env=env)
+        try:
+            yield process.stdout
+        finally:
+            process.stdout.close()
+            returncode = process.wait()
+        if returncode != 0:
+            raise ExternalCommandError(f"{what} failed (exit {returncode}): {stderr.text()}; "
+                                       "nothing was stored as a backup")
+    finally:
+        stderr.close()
 
 
 def feed(argv: Sequence[str], plain: BinaryIO, *, env: dict[str, str] | None = None,

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from .catalog import BackupRef
-from .commands import StderrFile, display, feed
+from .commands import display, feed, tool_output
 from .errors import (
     BackupError,
     ConfigError,
@@ -242,21 +242,9 @@ def _dump_stream(backup, connection: Connection, bindir: str, dump_args: dict,
                  commands: list[str]) -> None:
     argv = PG_DUMP.argv(bindir, format="custom", compress=0, **dump_args)
     commands.append(display(argv))
-    stderr = StderrFile()
-    try:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr,
-                                   env=connection.environment())
-        try:
-            backup.add_stream(DUMP_OBJECT, process.stdout)
-        finally:
-            process.stdout.close()
-            returncode = process.wait()
-        if returncode != 0:
-            raise ExternalCommandError(
-                f"pg_dump of {connection.where()} failed (exit {returncode}): "
-                f"{stderr.text()}; nothing was stored as a backup")
-    finally:
-        stderr.close()
+    with tool_output(argv, env=connection.environment(),
+                     what=f"pg_dump of {connection.where()}") as dump:
+        backup.add_stream(DUMP_OBJECT, dump)
 
 
 def _dump_directory(backup, connection: Connection, bindir: str, dump_args: dict, jobs: int,

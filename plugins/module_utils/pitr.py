@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .catalog import BackupRef
-from .commands import StderrFile, display, feed
+from .commands import display, feed, tool_output
 from .errors import BackupError, ConfigError, ExternalCommandError, SelectorError
 from .monitoring import monitored
 from .pg_tools import PG_BASEBACKUP, Connection, Session, client_bindir, tool_version
@@ -157,26 +157,14 @@ def base_backup(vault, connection: Connection, *, bindir: str | None = None,
     meta = {"type": "base", "connection": connection.describe(), "wal_method": wal_method,
             "pg_basebackup": tool_version(bindir, "pg_basebackup"), "label": label, **server}
     meta.pop("archive_command")
-    stderr = StderrFile()
-    try:
-        with vault.new_backup(KIND, meta) as backup:
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr,
-                                       env=connection.environment())
-            watcher = TarWatcher(process.stdout, ("backup_label", "backup_manifest"))
-            try:
-                backup.add_stream(BASE_OBJECT, watcher)
-            finally:
-                process.stdout.close()
-                returncode = process.wait()
-            if returncode != 0:
-                raise ExternalCommandError(
-                    f"pg_basebackup of {connection.where()} failed (exit {returncode}): "
-                    f"{stderr.text()}; nothing was stored as a backup")
-            backup.meta.update(_wal_range(watcher.files, server))
-            backup.meta["consistent_at"] = datetime.now(timezone.utc).isoformat()
-            warnings += backup.warnings
-    finally:
-        stderr.close()
+    with vault.new_backup(KIND, meta) as backup:
+        with tool_output(argv, env=connection.environment(),
+                         what=f"pg_basebackup of {connection.where()}") as tar:
+            watcher = TarWatcher(tar, ("backup_label", "backup_manifest"))
+            backup.add_stream(BASE_OBJECT, watcher)
+        backup.meta.update(_wal_range(watcher.files, server))
+        backup.meta["consistent_at"] = datetime.now(timezone.utc).isoformat()
+        warnings += backup.warnings
     entry = backup.objects[0]
     return BaseBackupResult(backup.id, entry["size"], entry["stored_size"],
                             time.monotonic() - started, [display(argv)], warnings, backup.meta)
