@@ -1,58 +1,102 @@
-"""Our frame writer against the AWS Encryption SDK's reader: every boundary case."""
+"""Our message writer and reader against the AWS Encryption SDK: every boundary
+case, in both directions, with the local key wrapped as the SDK's raw AES keyring."""
 
 import io
 import os
 
 import aws_encryption_sdk
 import pytest
-from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
+from aws_encryption_sdk.identifiers import (
+    Algorithm,
+    CommitmentPolicy,
+    EncryptionKeyType,
+    WrappingAlgorithm,
+)
+from aws_encryption_sdk.key_providers.raw import RawMasterKey, WrappingKey
 
-from tests.engine import keys, message_format
+from tests.engine import errors, keys, message_format
 
 FRAME = 4096
 CONTEXT = {"cosmic-backup:backup": "b", "cosmic-backup:object": "o"}
 
 
 @pytest.fixture(scope="module")
-def provider():
-    return keys.LocalKey.generate().master_key_provider()
+def key():
+    return keys.LocalKey.generate()
 
 
-def encrypt(data: bytes, provider) -> bytes:
+def sdk_raw_key(key):
+    """The local key as the SDK's raw AES keyring sees it."""
+    return RawMasterKey(
+        provider_id=keys.LOCAL_PROVIDER_ID, key_id=key.key_id.encode(),
+        wrapping_key=WrappingKey(
+            wrapping_algorithm=WrappingAlgorithm.AES_256_GCM_IV12_TAG16_NO_PADDING,
+            wrapping_key=key.key, wrapping_key_type=EncryptionKeyType.SYMMETRIC))
+
+
+@pytest.fixture(scope="module")
+def provider(key):
+    return sdk_raw_key(key)
+
+
+def encrypt(data: bytes, key, context=CONTEXT) -> bytes:
     out = io.BytesIO()
-    size = message_format.encrypt_stream(io.BytesIO(data), provider, CONTEXT, out.write, FRAME)
+    data_key, wrapped = key.new_data_key(context)
+    size = message_format.encrypt_stream(io.BytesIO(data), data_key, wrapped, context,
+                                         out.write, FRAME)
     assert size == len(out.getvalue())
     return out.getvalue()
 
 
-def sdk_decrypt(message: bytes, provider):
-    client = aws_encryption_sdk.EncryptionSDKClient(
+def sdk_client():
+    return aws_encryption_sdk.EncryptionSDKClient(
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
-    return client.decrypt(source=message, key_provider=provider)
+
+
+def sdk_decrypt(message: bytes, provider):
+    return sdk_client().decrypt(source=message, key_provider=provider)
+
+
+def sdk_encrypt(data: bytes, provider, context=CONTEXT) -> bytes:
+    return sdk_client().encrypt(source=data, key_provider=provider, frame_length=FRAME,
+                                encryption_context=context,
+                                algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY)[0]
+
+
+def read_message(message: bytes, key) -> bytes:
+    """Header, key commitment and every frame, as sealing.py reads them."""
+    source = io.BytesIO(message)
+    header = message_format.read_header(source)
+    frames = message_format.FrameReader(
+        source, header, message_format.frame_key(header, key.unwrap(header)))
+    return b"".join(iter(frames.next_frame, b""))
 
 
 @pytest.mark.parametrize("size", [0, 1, FRAME - 1, FRAME, FRAME + 1, 3 * FRAME, 3 * FRAME + 7])
-def test_the_sdk_decrypts_every_length(provider, size):
+def test_the_sdk_decrypts_every_length(key, provider, size):
     data = os.urandom(size)
-    plaintext, header = sdk_decrypt(encrypt(data, provider), provider)
+    plaintext, header = sdk_decrypt(encrypt(data, key), provider)
     assert plaintext == data
     assert header.algorithm == Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
     assert header.frame_length == FRAME
     assert header.encryption_context.items() >= CONTEXT.items()
 
 
-def test_same_size_as_the_sdks_own_message(provider):
-    """Byte for byte the same layout: only the random parts differ."""
+def test_same_layout_as_the_sdks_own_message(key, provider):
+    """Field for field the same header: only the random parts differ."""
     data = os.urandom(2 * FRAME + 100)
-    client = aws_encryption_sdk.EncryptionSDKClient(
-        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
-    theirs, _ = client.encrypt(source=data, key_provider=provider, frame_length=FRAME,
-                               encryption_context=CONTEXT,
-                               algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY)
-    assert len(encrypt(data, provider)) == len(theirs)
+    ours = message_format.read_header(io.BytesIO(encrypt(data, key)))
+    theirs_message = sdk_encrypt(data, provider)
+    theirs = message_format.read_header(io.BytesIO(theirs_message))
+    assert len(encrypt(data, key)) == len(theirs_message)
+    assert (ours.encryption_context, ours.frame_length) == (theirs.encryption_context, FRAME)
+    assert [(w.provider_id, w.key_info[:-12], len(w.ciphertext))
+            for w in ours.encrypted_data_keys] == \
+        [(w.provider_id, w.key_info[:-12], len(w.ciphertext))
+         for w in theirs.encrypted_data_keys]
 
 
-def test_short_reads_from_the_source_still_make_full_frames(provider):
+def test_short_reads_from_the_source_still_make_full_frames(key, provider):
     class Trickle(io.RawIOBase):
         def __init__(self, data):
             self.data = data
@@ -67,12 +111,13 @@ def test_short_reads_from_the_source_still_make_full_frames(provider):
 
     data = os.urandom(5 * FRAME + 3)
     out = io.BytesIO()
-    message_format.encrypt_stream(Trickle(data), provider, CONTEXT, out.write, FRAME)
+    data_key, wrapped = key.new_data_key(CONTEXT)
+    message_format.encrypt_stream(Trickle(data), data_key, wrapped, CONTEXT, out.write, FRAME)
     assert sdk_decrypt(out.getvalue(), provider)[0] == data
 
 
-def test_a_dropped_frame_is_detected(provider):
-    message = bytearray(encrypt(os.urandom(3 * FRAME + 5), provider))
+def test_a_dropped_frame_is_detected(key, provider):
+    message = bytearray(encrypt(os.urandom(3 * FRAME + 5), key))
     frame_size = 4 + 12 + FRAME + 16
     final_and_tail = 4 + 4 + 12 + 4 + 5 + 16
     start = len(message) - final_and_tail - frame_size
@@ -81,27 +126,16 @@ def test_a_dropped_frame_is_detected(provider):
         sdk_decrypt(bytes(message), provider)
 
 
-def read_body(message: bytes, provider) -> bytes:
-    """Our frame reader behind the SDK's header check, as sealing.py uses it."""
-    client = aws_encryption_sdk.EncryptionSDKClient(
-        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
-    source = io.BytesIO(message)
-    decryptor = client.stream(mode="d", source=source, key_provider=provider)
-    frames = message_format.open_framed_body(decryptor, source)
-    assert frames is not None, "fell back to the SDK's frame loop"
-    return b"".join(iter(frames.next_frame, b""))
-
-
 @pytest.mark.parametrize("size", [0, 1, FRAME - 1, FRAME, FRAME + 1, 3 * FRAME + 7])
-def test_our_reader_reads_what_the_sdk_writes(provider, size):
+def test_we_read_what_the_sdk_writes(key, provider, size):
     data = os.urandom(size)
-    client = aws_encryption_sdk.EncryptionSDKClient(
-        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
-    message, _header = client.encrypt(source=data, key_provider=provider, frame_length=FRAME,
-                                      encryption_context=CONTEXT,
-                                      algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY)
-    assert read_body(message, provider) == data
-    assert read_body(encrypt(data, provider), provider) == data
+    assert read_message(sdk_encrypt(data, provider), key) == data
+    assert read_message(encrypt(data, key), key) == data
+
+
+def test_an_empty_encryption_context_round_trips(key, provider):
+    assert sdk_decrypt(encrypt(b"x", key, {}), provider)[0] == b"x"
+    assert read_message(sdk_encrypt(b"x", provider, {}), key) == b"x"
 
 
 def frames_of(message: bytes, count: int):
@@ -116,8 +150,8 @@ def frames_of(message: bytes, count: int):
 
 @pytest.mark.parametrize("damage", ["swap frames", "drop final frame", "duplicate a frame",
                                     "trailing bytes", "flip a tag bit", "flip a length bit"])
-def test_our_reader_refuses_a_damaged_body(provider, damage):
-    message = encrypt(os.urandom(3 * FRAME), provider)  # three full frames, empty final
+def test_our_reader_refuses_a_damaged_body(key, damage):
+    message = encrypt(os.urandom(3 * FRAME), key)  # three full frames, empty final
     head, full, final = frames_of(message, 3)
     damaged = {
         "swap frames": head + full[1] + full[0] + full[2] + final,
@@ -128,5 +162,34 @@ def test_our_reader_refuses_a_damaged_body(provider, damage):
         "flip a length bit": head + b"".join(full) + final[:23] + bytes([final[23] ^ 1])
         + final[24:],
     }[damage]
-    with pytest.raises(message_format.FrameBodyError):
-        read_body(damaged, provider)
+    with pytest.raises(message_format.MessageError):
+        read_message(damaged, key)
+
+
+def header_fields(message: bytes):
+    """Offsets of a one-key header: context, wrapped key, frame length, commitment, tag."""
+    header = message_format.read_header(io.BytesIO(message))
+    context_end = 1 + 2 + 32 + 2 + len(message_format.serialize_context(CONTEXT))
+    return header, context_end
+
+
+@pytest.mark.parametrize("damage", ["version", "suite", "message id", "context",
+                                    "wrapped key", "frame length", "commitment", "tag",
+                                    "truncated header", "nine wrapped keys"])
+def test_our_reader_refuses_a_damaged_header(key, damage):
+    message = encrypt(b"payroll" * 100, key)
+    header, context_end = header_fields(message)
+    body_end = len(header.body)
+
+    def flip(offset):
+        return message[:offset] + bytes([message[offset] ^ 1]) + message[offset + 1:]
+
+    damaged = {
+        "version": flip(0), "suite": flip(2), "message id": flip(10),
+        "context": flip(context_end - 1), "wrapped key": flip(context_end + 2 + 10),
+        "frame length": flip(body_end - 32 - 1), "commitment": flip(body_end - 1),
+        "tag": flip(body_end + 3), "truncated header": message[:body_end + 5],
+        "nine wrapped keys": message[:context_end] + b"\x00\x09" + message[context_end + 2:],
+    }[damage]
+    with pytest.raises((message_format.MessageError, errors.KeyUnavailable)):
+        read_message(damaged, key)

@@ -8,6 +8,7 @@ import zstandard
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
 
 from tests.engine import errors, keys, sealing
+from tests.unit.plugins.module_utils.test_message_format import sdk_raw_key
 
 CONTEXT = sealing.encryption_context("20260101T000000.000Z-files-aaaaaa", "data")
 
@@ -56,7 +57,7 @@ def test_format_is_the_encryption_sdk_message_with_zstd_inside(key, mixed_data):
     stored = sealed(mixed_data, key)
     client = aws_encryption_sdk.EncryptionSDKClient(
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
-    compressed, header = client.decrypt(source=stored, key_provider=key.master_key_provider())
+    compressed, header = client.decrypt(source=stored, key_provider=sdk_raw_key(key))
     assert header.algorithm == Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
     assert header.frame_length >= 1 << 20
     assert header.encryption_context.items() >= CONTEXT.items()
@@ -107,7 +108,8 @@ def test_manifest_mismatch_is_detected(key):
 
 def test_wrapping_key_ids_reads_the_header_only(key):
     stored = sealed(b"abc", key)
-    assert sealing.wrapping_key_ids(io.BytesIO(stored)) == [key.key_id]
+    header = sealing.read_header(io.BytesIO(stored))
+    assert sealing.wrapping_key_ids(header) == [key.key_id]
 
 
 def test_reading_errors_reach_the_caller(key):
