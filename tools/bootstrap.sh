@@ -36,5 +36,9 @@ fi
 # ansible_collections/cosmic/backup -> this checkout, for Ansible and for Python.
 mkdir -p var/collections/ansible_collections/cosmic
 ln -sfn ../../../.. var/collections/ansible_collections/cosmic/backup
+# Bytecode for the engine, ahead of time: the host CLI starts once per WAL
+# segment, and a caller with PYTHONDONTWRITEBYTECODE (or without write access)
+# would otherwise compile every module on every start.
+.venv/bin/python -m compileall -q plugins/module_utils
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$PWD/var/collections" > "$site/cosmic_backup_collection.pth"
