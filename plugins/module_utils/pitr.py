@@ -44,12 +44,12 @@ from .storage import fsync_directory
 from .wal import (
     DEFAULT_SEGMENT_SIZE,
     HISTORY,
-    SEGMENT,
     WalArchive,
     continuity,
     lsn_segment,
     parse_segment,
 )
+from .wal_segments import is_segment_name
 
 KIND = "database"
 BASE_OBJECT = "base.tar"
@@ -344,7 +344,7 @@ def wal_to_stage(index: dict[str, str], start: str, target_time: datetime | None
     first_timeline, first = parse_segment(start, segment_size)
     segments = []
     for name in set(index) | set(spooled):
-        if SEGMENT.match(name):
+        if is_segment_name(name):
             timeline, number = parse_segment(name, segment_size)
             if timeline >= first_timeline and number >= first:
                 segments.append((number, timeline, name))

@@ -4,14 +4,13 @@ CLI's fast paths can read it without loading the engine)."""
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/cosmic-backup/config.yml"
 
 
-def load_settings(path: str | None) -> dict[str, Any]:
+def load_settings(path: str | None) -> dict[str, object]:  # not Any: no typing import
     """Read the settings file: ``path``, $COSMIC_BACKUP_CONFIG, or the default."""
     path = path or os.environ.get("COSMIC_BACKUP_CONFIG") or DEFAULT_CONFIG
     try:

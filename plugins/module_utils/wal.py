@@ -28,7 +28,13 @@ from .catalog import BackupRef
 from .errors import ConfigError, StorageError
 from .repository import Vault
 from .storage import fsync_directory
-from .wal_segments import DEFAULT_SPOOL, SEGMENT, PushedMarkers, read_header, ready_segments
+from .wal_segments import (
+    DEFAULT_SPOOL,
+    PushedMarkers,
+    is_segment_name,
+    read_header,
+    ready_segments,
+)
 
 KIND = "wal"
 HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
@@ -52,7 +58,7 @@ def segments_per_xlogid(segment_size: int) -> int:
 
 def parse_segment(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[int, int]:
     """(timeline, segment number) of a segment file name."""
-    if not SEGMENT.match(name):
+    if not is_segment_name(name):
         raise ConfigError(f"{name!r} is not a WAL segment name")
     timeline, high, low = int(name[:8], 16), int(name[8:16], 16), int(name[16:], 16)
     return timeline, high * segments_per_xlogid(segment_size) + low
@@ -127,7 +133,7 @@ class WalArchive:
         markers.forget([name])  # pushed here in full: an older marker is void
         drained, warnings = self._drain(set())
         files = [(name, path)]
-        if batch > 1 and SEGMENT.match(name):
+        if batch > 1 and is_segment_name(name):
             directory = os.path.dirname(path)
             files += [(ready, os.path.join(directory, ready))
                       for ready in ready_segments(path, batch - 1)]
@@ -161,7 +167,7 @@ class WalArchive:
 
     def _meta(self, path: str, name: str) -> dict[str, Any]:
         meta: dict[str, Any] = {"files": [name]}
-        if SEGMENT.match(name):
+        if is_segment_name(name):
             header = read_header(path)
             if header is not None:
                 meta.update(system_identifier=str(header.system_identifier),
@@ -357,7 +363,7 @@ def continuity(names: Iterable[str], start: str | None, segment_size: int,
     """The gaps in a set of archived WAL file names (pure: ``history`` reads .history)."""
     by_timeline: dict[int, set[int]] = {}
     for name in names:
-        if SEGMENT.match(name):
+        if is_segment_name(name):
             timeline, number = parse_segment(name, segment_size)
             by_timeline.setdefault(timeline, set()).add(number)
     if not by_timeline:
