@@ -37,6 +37,8 @@ def apply_role(tmp_path: Path, cluster: TemporaryCluster, settings: dict, base: 
         "postgresql_archiving_conf_dir": f"{cluster.data_dir}/conf.d",
         "postgresql_archiving_restart_command":
             f"runuser -u postgres -- {cluster.bindir}/pg_ctl -D {cluster.data_dir} -w restart",
+        "postgresql_archiving_reload_command":
+            f"runuser -u postgres -- {cluster.bindir}/pg_ctl -D {cluster.data_dir} reload",
         "postgresql_archiving_cli": str(base / "bin" / "cosmic-backup"),
         "postgresql_archiving_lib_dir": str(base / "lib"),
         "postgresql_archiving_python": f"/usr/bin/python{version}",

@@ -482,7 +482,7 @@ def start_database(db_cluster: TemporaryCluster) -> None:
 
 
 def command_db(args) -> dict:
-    """Stop, start or restart the lab's current database server."""
+    """Stop, start, restart or reload the lab's current database server."""
     root = lab_root(args.root)
     state = load_state(root)
     db_cluster = cluster(state)
@@ -494,6 +494,11 @@ def command_db(args) -> dict:
         db_cluster.stop()
     if args.action == "restart" or (args.action == "start" and not running):
         start_database(db_cluster)
+    if args.action == "reload":
+        if not running:
+            raise LabError("the database server is not running: nothing to reload "
+                           "(lab.py db start)")
+        db_cluster.run(["pg_ctl", "-D", db_cluster.data_dir, "reload"])
     return {"database": state["database"]["host_name"], "base_dir": db_cluster.base_dir,
             "port": db_cluster.port, "action": args.action,
             "running": db_cluster.running()}
@@ -817,7 +822,7 @@ def parser() -> argparse.ArgumentParser:
     switch.add_argument("--timeout", type=float, default=60)
     switch.set_defaults(func=command_switch)
     db = commands.add_parser("db", help="stop, start or restart the database server")
-    db.add_argument("action", choices=("start", "stop", "restart"))
+    db.add_argument("action", choices=("start", "stop", "restart", "reload"))
     db.set_defaults(func=command_db)
     provision = commands.add_parser("provision-db", help="a new, empty database cluster")
     provision.add_argument("--name", default="db2")
