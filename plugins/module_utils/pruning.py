@@ -5,8 +5,13 @@ backup needs, it decides what stays and what goes, with reasons. ``collect()``
 gathers those inputs from a vault; ``apply()`` deletes, per backup and per
 repository, and reports refusals (S3 Object Lock, versioning, permissions)
 instead of retrying them. Two protections sit on top of the policy: the
-newest verified backup of a kind is never deleted, and WAL is never deleted
+newest verified backup of a series is never deleted, and WAL is never deleted
 while a retained base backup needs it.
+
+A retention rule counts backups within a *series*: one host's backups of one
+thing (a database's full dumps, its base backups, a files label). Counted by
+kind alone, "newest of each day" would keep a schema-only dump or a restore's
+safety snapshot and drop that day's full dump or uploads snapshot.
 """
 
 from __future__ import annotations
@@ -111,15 +116,46 @@ class Plan:
         }
 
 
+def series_of(manifest: Mapping[str, Any]) -> str:
+    """The series a backup belongs to, from its manifest: host, type, database, label."""
+    meta = manifest.get("meta") or {}
+    parts = (("host", manifest.get("host")), ("type", meta.get("type")),
+             ("database", meta.get("database")), ("label", meta.get("label")))
+    return " ".join(f"{name}={value}" for name, value in parts if value)
+
+
+def read_series(vault, listings: Iterable[Any]) -> tuple[dict[str, str], list[str]]:
+    """The series of every backup except WAL (one series), and warnings.
+
+    A backup whose manifest cannot be read becomes a series of its own: the
+    rules then keep it like any newest backup, never in place of another.
+    """
+    series, unreadable = {}, []
+    for listing in listings:
+        if listing.ref.kind == "wal":
+            continue
+        try:
+            series[listing.ref.id] = series_of(vault.manifest(listing.ref))
+        except BackupError as error:
+            series[listing.ref.id] = f"unreadable={listing.ref.id}"
+            unreadable.append(f"{listing.ref.id} ({error})")
+    warnings = [f"the manifests of {len(unreadable)} backups could not be read, so each "
+                f"counts as a series of its own: {'; '.join(unreadable[:5])}"] if unreadable \
+        else []
+    return series, warnings
+
+
 def plan(listings: Iterable[Any], policies: Mapping[str, retention.Policy], now: datetime, *,
          verified: Mapping[str, bool] | None = None,
          wal_segments: Mapping[str, Sequence[str]] | None = None,
          wal_needed_from: str | None = None,
-         kinds: Sequence[str] | None = None) -> Plan:
+         kinds: Sequence[str] | None = None,
+         series: Mapping[str, str] | None = None) -> Plan:
     """Decide, without touching storage, which backups go.
 
     ``verified`` maps backup ids to the outcome of their latest verification;
-    ``wal_segments`` maps WAL backup ids to the WAL file names they hold.
+    ``wal_segments`` maps WAL backup ids to the WAL file names they hold;
+    ``series`` maps backup ids to their series (read_series), one per kind if absent.
     """
     verified = verified or {}
     by_kind: dict[str, list[Any]] = {}
@@ -138,22 +174,31 @@ def plan(listings: Iterable[Any], policies: Mapping[str, retention.Policy], now:
             archives = [retention.WalArchive(m.ref.id, m.ref.created,
                                              tuple((wal_segments or {}).get(m.ref.id, ())))
                         for m in members]
-            decisions = retention.decide_wal(archives, policy, now, wal_needed_from)
+            groups = [retention.decide_wal(archives, policy, now, wal_needed_from)]
         else:
-            decisions = retention.decide([m.ref for m in members], policy, now)
-        newest_verified = next((d.id for d in decisions if verified.get(d.id)), None)
-        if newest_verified is None and kind != "wal" and not policy.indefinite:
+            by_series: dict[str, list[BackupRef]] = {}
+            for member in members:
+                by_series.setdefault((series or {}).get(member.ref.id, ""), []).append(
+                    member.ref)
+            groups = [retention.decide(by_series[name], policy, now)
+                      for name in sorted(by_series)]
+        protected = [next((d.id for d in decisions if verified.get(d.id)), None)
+                     for decisions in groups]
+        if not any(protected) and kind != "wal" and not policy.indefinite:
             result.warnings.append(
                 f"no {kind} backup has passed verification: pruning follows the policy "
                 f"alone; run backup_verify (./scripts/verify-backup.sh latest)")
-        for decision in reversed(decisions):  # oldest first
-            reasons = list(decision.reasons)
-            keep = decision.keep
-            if decision.id == newest_verified:
-                reasons.append("newest verified")
-                keep = True
-            member = refs[decision.id]
-            result.items.append(Item(member.ref, dict(member.copies), keep, reasons))
+        items = []
+        for decisions, newest_verified in zip(groups, protected, strict=True):
+            for decision in decisions:
+                reasons = list(decision.reasons)
+                keep = decision.keep
+                if decision.id == newest_verified:
+                    reasons.append("newest verified")
+                    keep = True
+                member = refs[decision.id]
+                items.append(Item(member.ref, dict(member.copies), keep, reasons))
+        result.items += sorted(items, key=lambda item: item.ref.id)  # oldest first
     return result
 
 
@@ -165,13 +210,15 @@ def collect(vault, policies: Mapping[str, retention.Policy], *, now: datetime | 
     verified = {backup_id: summary.ok
                 for backup_id, summary in verification.last_results(vault).items()}
     present = {item.ref.kind for item in listings}
-    warnings: list[str] = []
+    database = vault.list("database") if "wal" in present else []
+    series, warnings = read_series(
+        vault, {item.ref.id: item for item in [*listings, *database]}.values())
     wal_segments, needed_from = None, None
     if "wal" in present:
         wal_segments = wal_contents(vault)
         # Which database backups are retained decides which WAL must stay.
-        database = plan(vault.list("database"), policies, now, verified=verified,
-                        kinds=["database"])
+        database = plan(database, policies, now, verified=verified, kinds=["database"],
+                        series=series)
         retained = [item.ref for item in database.kept]
         try:
             anchor = _wal_anchor[0] if _wal_anchor else manifest_wal_anchor
@@ -183,7 +230,7 @@ def collect(vault, policies: Mapping[str, retention.Policy], *, now: datetime | 
             warnings.append(f"WAL is not pruned: {error}")
             kinds = [kind for kind in (kinds or sorted(present)) if kind != "wal"]
     result = plan(listings, policies, now, verified=verified, wal_segments=wal_segments,
-                  wal_needed_from=needed_from, kinds=kinds)
+                  wal_needed_from=needed_from, kinds=kinds, series=series)
     result.warnings[:0] = warnings
     return result
 

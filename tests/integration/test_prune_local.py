@@ -80,11 +80,11 @@ def test_wal_needed_by_the_oldest_retained_base_backup_is_kept(local_vault):
     # A base backup 35 days old, kept as its week's newest, that starts at segment 6.
     base = backup_at(local_vault, "database", NOW - timedelta(days=35, hours=1),
                      meta={"type": "base", "start_wal_segment": segment(0, 6)})
-    logical = backup_at(local_vault, "database", NOW - timedelta(days=36, hours=1),
-                        meta={"type": "full"})
+    older_base = backup_at(local_vault, "database", NOW - timedelta(days=36, hours=1),
+                           meta={"type": "base", "start_wal_segment": segment(0, 3)})
     result = pruning.collect(local_vault, POLICIES, now=NOW)
     decisions = {item.ref.id: item for item in result.items}
-    assert decisions[base].keep and not decisions[logical].keep
+    assert decisions[base].keep and not decisions[older_base].keep
     assert [decisions[i].keep for i in wal_ids] == [False] * 5 + [True] * 7
     assert decisions[wal_ids[5]].reasons == [
         f"needed by the oldest base backup (from {segment(0, 6)})"]
@@ -143,3 +143,43 @@ def test_a_refusal_is_reported_once_and_the_copy_stays_complete(local_vault):
     assert refusing.deletes == 1  # the manifest, once: no retry loop
     [left] = [i for i in local_vault.list("config") if i.ref.id == old]
     assert set(left.copies) == {"secondary"}  # still listed and complete where refused
+
+
+def test_rules_count_each_series_apart(local_vault):
+    """A schema-only dump after the full dump, a logs snapshot after the uploads one:
+    "newest of the day" is per series, so neither displaces the other."""
+    full, schema, uploads, logs = [], [], [], []
+    for day in range(40, 0, -1):
+        when = NOW - timedelta(days=day, hours=4)
+        full.append(backup_at(local_vault, "database", when,
+                              meta={"type": "full", "database": "cosmic"}))
+        schema.append(backup_at(local_vault, "database", when + timedelta(hours=1),
+                                meta={"type": "schema", "database": "cosmic"}))
+        uploads.append(backup_at(local_vault, "files", when, meta={"label": "uploads"}))
+        logs.append(backup_at(local_vault, "files", when + timedelta(hours=1),
+                              meta={"label": "logs"}))
+    result = pruning.collect(local_vault, POLICIES, now=NOW)
+    kept = {item.ref.id for item in result.items if item.keep}
+    # the guide: database daily for 30 days, uploads daily for 90 days
+    assert set(full[-29:]) <= kept and set(schema[-29:]) <= kept
+    assert set(uploads) | set(logs) <= kept
+    # beyond 30 days, the weekly rule keeps one full dump per week, not only schema dumps
+    old_full = [backup_id for backup_id in full[:11] if backup_id in kept]
+    assert old_full and len(old_full) < 11
+    pruning.apply(local_vault, result)
+    assert set(full[-29:]) | set(uploads) <= {item.ref.id for item in local_vault.list()}
+
+
+def test_a_backup_whose_manifest_cannot_be_read_is_a_series_of_its_own(local_vault, tmp_path):
+    kept = backup_at(local_vault, "files", NOW - timedelta(days=2, hours=2),
+                     meta={"label": "uploads"})
+    damaged = backup_at(local_vault, "files", NOW - timedelta(days=2, hours=1),
+                        meta={"label": "uploads"})
+    for repository in local_vault.repositories:
+        manifest = Path(repository.storage.root, "backups", "files", damaged, "manifest")
+        manifest.write_bytes(b"not a sealed manifest")
+    result = pruning.collect(local_vault, POLICIES, now=NOW)
+    decisions = {item.ref.id: item for item in result.items}
+    assert decisions[kept].keep and decisions[damaged].keep  # neither displaces the other
+    assert any("could not be read" in warning and damaged in warning
+               for warning in result.warnings)
