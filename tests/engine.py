@@ -6,6 +6,7 @@ from ansible_collections.cosmic.backup.plugins.module_utils import (  # noqa: F4
     cli,
     errors,
     keys,
+    kms_wrapping,
     message_format,
     pipes,
     postgres_cluster,

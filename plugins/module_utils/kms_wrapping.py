@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import ConfigError, KeyUnavailable
-from .message_format import SUITE_ID, EncryptedDataKey, Header
+from .message_format import EncryptedDataKey, Header
 
 try:
     import boto3
@@ -90,6 +90,4 @@ def unwrap(keys, header: Header) -> bytes:
 
 
 def _algorithm():
-    algorithm = Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
-    assert algorithm.algorithm_id == SUITE_ID  # the suite message_format writes
-    return algorithm
+    return Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY  # message_format.SUITE_ID

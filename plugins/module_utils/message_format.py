@@ -142,7 +142,7 @@ def _parse_context(data: bytes) -> dict[str, str]:
         return {}
     cursor = _Cursor(io.BytesIO(data))
     context = {}
-    for _ in range(cursor.number("H")):
+    for _pair in range(cursor.number("H")):
         try:
             key, value = cursor.field().decode(), cursor.field().decode()
         except UnicodeDecodeError:
@@ -172,7 +172,7 @@ def read_header(source: BinaryIO) -> Header:
         raise MessageError(f"{count} wrapped data keys; at most {MAX_ENCRYPTED_DATA_KEYS} "
                            "are accepted")
     wrapped = tuple(EncryptedDataKey(cursor.field(), cursor.field(), cursor.field())
-                    for _ in range(count))
+                    for _copy in range(count))
     if cursor.number("B") != FRAMED_DATA:
         raise MessageError("the message is not framed")
     frame_length = cursor.number("I")
@@ -298,4 +298,3 @@ class FrameReader:
             if self._source.read(1):
                 raise MessageError("bytes follow the final frame")
         return plaintext
-

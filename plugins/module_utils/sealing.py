@@ -212,4 +212,3 @@ def _same_keys(sealed_for: list[str], available: list[str]) -> bool:
     def names(ids):
         return {key_id.rsplit(":", 1)[-1] for key_id in ids}
     return bool(names(sealed_for) & names(available))
-

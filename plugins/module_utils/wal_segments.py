@@ -92,7 +92,7 @@ class PushedMarkers:
         marker = os.path.join(self.directory, os.path.basename(path))
         try:
             with open(marker, encoding="utf-8") as handle:
-                backup_id, _, identity = handle.read().partition(" ")
+                backup_id, _space, identity = handle.read().partition(" ")
         except (OSError, ValueError):
             return None
         try:

@@ -193,3 +193,10 @@ def test_our_reader_refuses_a_damaged_header(key, damage):
     }[damage]
     with pytest.raises((message_format.MessageError, errors.KeyUnavailable)):
         read_message(damaged, key)
+
+
+def test_kms_data_keys_are_made_for_the_suite_we_write():
+    from tests.engine import kms_wrapping
+
+    assert kms_wrapping._algorithm() == Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
+    assert kms_wrapping._algorithm().algorithm_id == message_format.SUITE_ID
