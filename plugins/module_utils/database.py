@@ -38,6 +38,7 @@ from .errors import (
     SelectorError,
 )
 from .monitoring import monitored
+from .pg_custom_archive import add_data_offsets
 from .pg_tools import (
     PG_DUMP,
     PG_DUMPALL,
@@ -534,6 +535,8 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
         if DUMP_OBJECT in names:
             archive = os.path.join(spool, DUMP_OBJECT)
             _materialize(vault, ref, manifest, DUMP_OBJECT, archive)
+            # streamed at backup time: without offsets pg_restore -j scans for each table
+            commands.append(f"# {DUMP_OBJECT}: {add_data_offsets(archive)}")
         else:
             archive = os.path.join(spool, "dump")
             os.makedirs(archive)

@@ -1,0 +1,81 @@
+"""Data offsets for pg_dump archives written to a pipe, on real pg_dump 15 output."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from ansible_collections.cosmic.backup.plugins.module_utils import pg_custom_archive
+from ansible_collections.cosmic.backup.plugins.module_utils.postgres_cluster import (
+    TemporaryCluster,
+)
+
+from tests.integration.dbfixtures import dump_sql, load_app
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with TemporaryCluster() as cluster:
+        load_app(cluster)
+        cluster.psql("select lo_from_bytea(0, 'a large object'::bytea)", "app")
+        yield cluster
+
+
+def run(cluster, *argv):
+    return subprocess.run([f"{cluster.bindir}/{argv[0]}", *argv[1:]], check=True,
+                          capture_output=True, env=cluster.environment())
+
+
+@pytest.fixture(scope="module")
+def piped(cluster, tmp_path_factory):
+    """A custom-format dump as a full backup streams it: through a pipe, uncompressed."""
+    path = tmp_path_factory.mktemp("dumps") / "piped.dump"
+    path.write_bytes(run(cluster, "pg_dump", "-Fc", "-Z0", "-d", "app").stdout)  # a pipe
+    return path
+
+
+def offset_states(cluster, path) -> list[str]:
+    """pg_restore's own reading of the table of contents: entries with data."""
+    listing = run(cluster, "pg_restore", "-l", str(path)).stdout.decode()
+    return [line for line in listing.splitlines() if " TABLE DATA " in line or " BLOBS " in line]
+
+
+def test_offsets_make_a_piped_archive_restore_in_parallel_equal(cluster, piped, tmp_path):
+    patched = tmp_path / "patched.dump"
+    shutil.copyfile(piped, patched)
+    outcome = pg_custom_archive.add_data_offsets(str(patched))
+    assert outcome == "data offsets recorded for 4 tables"  # 3 tables and the large objects
+    assert patched.stat().st_size == piped.stat().st_size
+    assert offset_states(cluster, patched) == offset_states(cluster, piped)
+    # what pg_restore makes of both is the same SQL, byte for byte
+    plain = [[line for line in run(cluster, "pg_restore", "-f", "-", str(path)).stdout.split(b"\n")
+              if not line.startswith((b"\\restrict ", b"\\unrestrict "))]  # a random key
+             for path in (piped, patched)]
+    assert plain[0] == plain[1] and len(plain[0]) > 15000
+    cluster.psql("create database parallel_restore")
+    run(cluster, "pg_restore", "-j", "2", "--exit-on-error", "-d", "parallel_restore",
+        str(patched))
+    assert dump_sql(cluster, "parallel_restore") == dump_sql(cluster, "app")
+    assert pg_custom_archive.add_data_offsets(str(patched)) == \
+        "the archive has its data offsets already"
+
+
+def test_pg_dumps_own_file_output_is_left_alone(cluster, tmp_path):
+    own = tmp_path / "own.dump"
+    run(cluster, "pg_dump", "-Fc", "-f", str(own), "-d", "app")
+    before = own.read_bytes()
+    assert pg_custom_archive.add_data_offsets(str(own)) == \
+        "the archive has its data offsets already"
+    assert own.read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an archive", "trailing bytes"])
+def test_an_unexpected_file_is_left_as_it_is(piped, tmp_path, damage):
+    data = piped.read_bytes()
+    damaged = {"truncated": data[: len(data) - 100], "not an archive": b"-- SQL\n" + data,
+               "trailing bytes": data + b"\x01"}[damage]
+    path = tmp_path / "damaged.dump"
+    path.write_bytes(damaged)
+    assert "left as it is" in pg_custom_archive.add_data_offsets(str(path))
+    assert path.read_bytes() == damaged
