@@ -38,7 +38,7 @@ from .errors import (
     SelectorError,
 )
 from .monitoring import monitored
-from .pg_custom_archive import add_data_offsets
+from .pg_custom_archive import BlockFinder, add_data_offsets
 from .pg_tools import (
     PG_DUMP,
     PG_DUMPALL,
@@ -534,9 +534,10 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
     try:
         if DUMP_OBJECT in names:
             archive = os.path.join(spool, DUMP_OBJECT)
-            _materialize(vault, ref, manifest, DUMP_OBJECT, archive)
+            markers = BlockFinder()
+            _materialize(vault, ref, manifest, DUMP_OBJECT, archive, markers.feed)
             # streamed at backup time: without offsets pg_restore -j scans for each table
-            commands.append(f"# {DUMP_OBJECT}: {add_data_offsets(archive)}")
+            commands.append(f"# {DUMP_OBJECT}: {add_data_offsets(archive, markers)}")
         else:
             archive = os.path.join(spool, "dump")
             os.makedirs(archive)
@@ -555,9 +556,13 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
         shutil.rmtree(spool, ignore_errors=True)
 
 
-def _materialize(vault, ref, manifest, name: str, path: str) -> None:
+def _materialize(vault, ref, manifest, name: str, path: str, also=None) -> None:
+    """Write an object out to ``path``; ``also`` sees every chunk on the way."""
     with vault.open_object(ref, name, manifest) as plain, open(path, "wb") as out:
-        shutil.copyfileobj(plain, out, CHUNK)
+        for chunk in iter(lambda: plain.read(CHUNK), b""):
+            out.write(chunk)
+            if also:
+                also(chunk)
 
 
 def _feed(argv: list[str], plain: BinaryIO, into: Connection) -> None:

@@ -17,7 +17,9 @@ leaves the file as it was: pg_restore still reads it, only slower.
 
 from __future__ import annotations
 
+import mmap
 import os
+import struct
 
 MAGIC = b"PGDMP"
 CUSTOM_FORMAT = 1
@@ -34,40 +36,46 @@ class ArchiveLayoutError(Exception):
 
 
 class _Reader:
-    def __init__(self, handle):
-        self._handle = handle
+    """Reads the archive's fields from a memory map (a megabyte of dump holds
+    hundreds of chunks: a seek per chunk on a file took seconds per gigabyte)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.position = 0
         self.int_size = 4
 
-    @property
-    def position(self) -> int:
-        return self._handle.tell()
-
     def bytes(self, size: int) -> bytes:
-        data = self._handle.read(size)
-        if len(data) != size:
+        end = self.position + size
+        if end > len(self.data):
             raise ArchiveLayoutError("the archive ends early")
+        data = self.data[self.position:end]
+        self.position = end
         return data
 
     def byte(self) -> int:
         return self.bytes(1)[0]
 
     def integer(self) -> int:
-        sign = self.byte()
-        value = int.from_bytes(self.bytes(self.int_size), "little")
-        return -value if sign else value
+        raw = self.bytes(1 + self.int_size)
+        value = int.from_bytes(raw[1:], "little")
+        return -value if raw[0] else value
 
     def string(self) -> bytes | None:
         length = self.integer()
         return None if length < 0 else self.bytes(length)
 
     def skip(self, size: int) -> None:
-        self._handle.seek(size, os.SEEK_CUR)
+        if self.position + size > len(self.data):
+            raise ArchiveLayoutError("the archive ends early")
+        self.position += size
 
 
 def _read_toc(reader: _Reader) -> tuple[dict[int, int], int]:
     """Where each entry's offset field is, by dump id (entries whose data is in the
     archive but whose position is not set); and the size of an offset."""
     reader.int_size, offset_size = reader.byte(), reader.byte()
+    if reader.int_size != CHUNK_HEADER.size - 1:
+        raise ArchiveLayoutError(f"integers of {reader.int_size} bytes")
     if reader.byte() != CUSTOM_FORMAT:
         raise ArchiveLayoutError("not the custom format")
     reader.integer()  # compression level
@@ -96,12 +104,20 @@ def _read_toc(reader: _Reader) -> tuple[dict[int, int], int]:
     return unset, offset_size
 
 
-def _skip_chunks(reader: _Reader) -> None:
-    """Length-prefixed chunks, ended by a zero length."""
-    while (length := reader.integer()) != 0:
-        if length < 0:
+CHUNK_HEADER = struct.Struct("<BI")  # an integer as pg_dump writes it: sign, 4 bytes
+
+
+def _skip_chunks(data, position: int) -> int:
+    """Past length-prefixed chunks, ended by a zero length. An uncompressed dump
+    has one chunk per row: this loop runs millions of times, so it stays bare."""
+    unpack = CHUNK_HEADER.unpack_from
+    while True:
+        negative, length = unpack(data, position)
+        position += CHUNK_HEADER.size + length
+        if negative:
             raise ArchiveLayoutError("a data chunk has a negative length")
-        reader.skip(length)
+        if length == 0:
+            return position
 
 
 def _data_blocks(reader: _Reader, size: int) -> dict[int, int]:
@@ -110,39 +126,114 @@ def _data_blocks(reader: _Reader, size: int) -> dict[int, int]:
     while reader.position < size:
         start = reader.position
         kind, dump_id = reader.byte(), reader.integer()
-        if kind == BLOCK_DATA:
-            _skip_chunks(reader)
-        elif kind == BLOCK_BLOBS:
-            while reader.integer() != 0:  # each large object: its oid, then its chunks
-                _skip_chunks(reader)
-        else:
-            raise ArchiveLayoutError(f"unknown block type {kind} at byte {start}")
+        try:
+            if kind == BLOCK_DATA:
+                reader.position = _skip_chunks(reader.data, reader.position)
+            elif kind == BLOCK_BLOBS:
+                while reader.integer() != 0:  # each large object: its oid, then its chunks
+                    reader.position = _skip_chunks(reader.data, reader.position)
+            else:
+                raise ArchiveLayoutError(f"unknown block type {kind} at byte {start}")
+        except struct.error:
+            raise ArchiveLayoutError("the archive ends early") from None
         found[dump_id] = start
     if reader.position != size:
         raise ArchiveLayoutError("the last data block runs past the end of the file")
     return found
 
 
-def add_data_offsets(path: str) -> str:
-    """Record every data block's position in the archive at ``path``; what was done."""
+END_MARKER = CHUNK_HEADER.pack(0, 0)  # the integer 0 that ends a block's chunks
+
+
+def _marker_positions(data, start: int):
+    at = data.find(END_MARKER, start)
+    while at >= 0:
+        yield at
+        at = data.find(END_MARKER, at + 1)
+
+
+class BlockFinder:
+    """Finds the end markers in an archive while it is being written out, a chunk
+    at a time, so that add_data_offsets needs no second pass over the file."""
+
+    def __init__(self):
+        self.positions: set[int] = set()
+        self._tail = b""
+        self._written = 0
+
+    def feed(self, chunk: bytes) -> None:
+        keep = len(END_MARKER) - 1
+        seam = self._tail + chunk[:keep]  # markers that straddle two chunks
+        for at in _marker_positions(seam, 0):
+            self.positions.add(self._written - len(self._tail) + at)
+        for at in _marker_positions(chunk, 0):
+            self.positions.add(self._written + at)
+        self._written += len(chunk)
+        self._tail = (self._tail + chunk[-keep:])[-keep:]
+
+
+def _data_blocks_by_search(reader: _Reader, size: int, expected,
+                           markers) -> dict[int, int] | None:
+    """The same positions from the end markers, or None when unsure.
+
+    Every block after the first follows the end marker of the one before and
+    starts with its type and dump id. COPY text holds no zero bytes, so in a
+    dump of table rows the marker occurs only there. Large-object data may
+    hold it by chance: a block id found twice or not expected means "unsure",
+    and the block-by-block walk decides.
+    """
+    first = reader.position
+    kind, dump_id = reader.byte(), reader.integer()
+    if kind not in (BLOCK_DATA, BLOCK_BLOBS) or size < first + len(END_MARKER) \
+            or reader.data[size - len(END_MARKER):size] != END_MARKER:
+        return None
+    found = {dump_id: first}
+    for at in markers:
+        start = at + len(END_MARKER)
+        if at < first or start == size:
+            continue
+        if start + 1 + CHUNK_HEADER.size > size:
+            return None
+        if reader.data[start] not in (BLOCK_DATA, BLOCK_BLOBS):
+            continue  # zero bytes inside large-object data, not a block
+        negative, dump_id = CHUNK_HEADER.unpack_from(reader.data, start + 1)
+        if negative or dump_id in found or dump_id not in expected:
+            return None
+        found[dump_id] = start
+    return found if set(found) == set(expected) else None
+
+
+def add_data_offsets(path: str, markers: BlockFinder | None = None) -> str:
+    """Record every data block's position in the archive at ``path``; what was done.
+    ``markers``: a BlockFinder that saw the file written (else the file is searched)."""
     with open(path, "r+b") as handle:
-        reader = _Reader(handle)
-        try:
-            if reader.bytes(len(MAGIC)) != MAGIC:
-                return "not a custom-format archive: left as it is"
-            version = (reader.byte(), reader.byte())
-            reader.byte()  # revision
-            if version not in VERSIONS:
-                return f"archive version {version[0]}.{version[1]}: left as it is"
-            unset, offset_size = _read_toc(reader)
-            if not unset:
-                return "the archive has its data offsets already"
-            blocks = _data_blocks(reader, os.fstat(handle.fileno()).st_size)
-        except ArchiveLayoutError as error:
-            return f"unexpected layout ({error}): left as it is"
-        if set(blocks) != set(unset):
-            return "its data blocks do not match its table of contents: left as it is"
-        for dump_id, field_at in unset.items():
-            handle.seek(field_at)
-            handle.write(bytes([OFFSET_SET]) + blocks[dump_id].to_bytes(offset_size, "little"))
+        if os.fstat(handle.fileno()).st_size == 0:
+            return "an empty file: left as it is"
+        with mmap.mmap(handle.fileno(), 0) as data:
+            reader = _Reader(data)
+            try:
+                if reader.bytes(len(MAGIC)) != MAGIC:
+                    return "not a custom-format archive: left as it is"
+                version = (reader.byte(), reader.byte())
+                reader.byte()  # revision
+                if version not in VERSIONS:
+                    return f"archive version {version[0]}.{version[1]}: left as it is"
+                unset, offset_size = _read_toc(reader)
+                if not unset:
+                    return "the archive has its data offsets already"
+                start = reader.position
+                blocks = _data_blocks_by_search(
+                    reader, len(data), unset,
+                    sorted(markers.positions) if markers else _marker_positions(data, start))
+                if blocks is None:
+                    reader.position = start
+                    blocks = _data_blocks(reader, len(data))
+            except ArchiveLayoutError as error:
+                return f"unexpected layout ({error}): left as it is"
+            if set(blocks) != set(unset):
+                return "its data blocks do not match its table of contents: left as it is"
+            for dump_id, field_at in unset.items():
+                data[field_at:field_at + 1 + offset_size] = \
+                    bytes([OFFSET_SET]) + blocks[dump_id].to_bytes(offset_size, "little")
+            # no flush: a temporary file, read next through the same page cache
     return f"data offsets recorded for {len(blocks)} tables"

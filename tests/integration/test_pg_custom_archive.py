@@ -41,10 +41,24 @@ def offset_states(cluster, path) -> list[str]:
     return [line for line in listing.splitlines() if " TABLE DATA " in line or " BLOBS " in line]
 
 
-def test_offsets_make_a_piped_archive_restore_in_parallel_equal(cluster, piped, tmp_path):
+def seen_while_written(path, chunk_size: int) -> pg_custom_archive.BlockFinder:
+    finder = pg_custom_archive.BlockFinder()
+    data = path.read_bytes()
+    for start in range(0, len(data), chunk_size):
+        finder.feed(data[start:start + chunk_size])
+    return finder
+
+
+@pytest.mark.parametrize("markers", ["searched in the file", "seen in 4099-byte chunks",
+                                     "seen in 3-byte chunks"])
+def test_offsets_make_a_piped_archive_restore_in_parallel_equal(cluster, piped, tmp_path,
+                                                                markers):
     patched = tmp_path / "patched.dump"
     shutil.copyfile(piped, patched)
-    outcome = pg_custom_archive.add_data_offsets(str(patched))
+    finder = {"searched in the file": None,
+              "seen in 4099-byte chunks": seen_while_written(piped, 4099),
+              "seen in 3-byte chunks": seen_while_written(piped, 3)}[markers]
+    outcome = pg_custom_archive.add_data_offsets(str(patched), finder)
     assert outcome == "data offsets recorded for 4 tables"  # 3 tables and the large objects
     assert patched.stat().st_size == piped.stat().st_size
     assert offset_states(cluster, patched) == offset_states(cluster, piped)
@@ -53,10 +67,10 @@ def test_offsets_make_a_piped_archive_restore_in_parallel_equal(cluster, piped, 
               if not line.startswith((b"\\restrict ", b"\\unrestrict "))]  # a random key
              for path in (piped, patched)]
     assert plain[0] == plain[1] and len(plain[0]) > 15000
-    cluster.psql("create database parallel_restore")
-    run(cluster, "pg_restore", "-j", "2", "--exit-on-error", "-d", "parallel_restore",
-        str(patched))
-    assert dump_sql(cluster, "parallel_restore") == dump_sql(cluster, "app")
+    target = "restored_" + markers.split()[0] + markers.split()[-2].replace("-", "")
+    cluster.psql(f"create database {target}")
+    run(cluster, "pg_restore", "-j", "2", "--exit-on-error", "-d", target, str(patched))
+    assert dump_sql(cluster, target) == dump_sql(cluster, "app")
     assert pg_custom_archive.add_data_offsets(str(patched)) == \
         "the archive has its data offsets already"
 
@@ -79,3 +93,27 @@ def test_an_unexpected_file_is_left_as_it_is(piped, tmp_path, damage):
     path.write_bytes(damaged)
     assert "left as it is" in pg_custom_archive.add_data_offsets(str(path))
     assert path.read_bytes() == damaged
+
+
+def test_large_object_bytes_that_look_like_a_block_start_are_walked_past(cluster, tmp_path):
+    """An end marker, a block type and an id inside large-object data: the search is
+    unsure and the block-by-block walk finds the true positions."""
+    cluster.psql("create database tricky")
+    cluster.psql("create table t (k int primary key); insert into t select generate_series(1, 100);"
+                 "select lo_from_bytea(0, '\\x0000000000010000ffff7f00'::bytea)", "tricky")
+    archive = tmp_path / "tricky.dump"
+    archive.write_bytes(run(cluster, "pg_dump", "-Fc", "-Z0", "-d", "tricky").stdout)
+    finder = seen_while_written(archive, 1 << 20)
+    with open(archive, "rb") as handle:
+        data = handle.read()
+    reader = pg_custom_archive._Reader(data)
+    reader.bytes(8)
+    unset, _size = pg_custom_archive._read_toc(reader)
+    assert pg_custom_archive._data_blocks_by_search(
+        reader, len(data), unset, sorted(finder.positions)) is None
+    assert pg_custom_archive.add_data_offsets(str(archive), finder) == \
+        "data offsets recorded for 2 tables"
+    cluster.psql("create database tricky_restored")
+    run(cluster, "pg_restore", "-j", "2", "--exit-on-error", "-d", "tricky_restored",
+        str(archive))
+    assert dump_sql(cluster, "tricky_restored") == dump_sql(cluster, "tricky")
