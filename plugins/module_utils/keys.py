@@ -1,9 +1,9 @@
 """The keys that wrap each object's data key: a local master key or AWS KMS.
 
-Every object gets a fresh AES-256 data key; these classes make it and wrap
-it for the message header (message_format), and unwrap it again. A local key is for the lab and
-development; production wraps with one KMS key per region so that either
-region alone can decrypt.
+Every object gets a fresh AES-256 data key. These classes make it, wrap it for
+the message header (message_format) and unwrap it again. A local key is for
+the lab and development; production wraps with one KMS key per region so that
+either region alone can decrypt.
 """
 
 from __future__ import annotations
