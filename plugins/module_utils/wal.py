@@ -187,8 +187,7 @@ class WalArchive:
         # its zstd starts and finishes and its file is fsynced.
         with vault.new_backup(KIND, meta) as backup, \
                 ThreadPoolExecutor(max_workers=PUSH_WORKERS) as pool:
-            for _done in pool.map(add, files):
-                pass
+            list(pool.map(add, files))  # waits for every segment; raises the first failure
         lost = {}
         for warning in backup.warnings:
             for repository in vault.repositories:
