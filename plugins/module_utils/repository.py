@@ -14,6 +14,7 @@ import io
 import json
 import platform
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -395,6 +396,7 @@ class BackupWriter:
         self.objects: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.healthy = [r for r in vault.repositories if not r.replicated]
+        self._losing = threading.Lock()
         self.started = datetime.now(timezone.utc)
         self.ref = BackupRef.parse(backup_id)
 
@@ -461,9 +463,11 @@ class BackupWriter:
             writer.abort()
         if repository is self.vault.primary:
             raise error
-        self.healthy.remove(repository)
-        self.warnings.append(f"the {repository.name} copy of {self.id} failed and was "
-                             f"dropped: {error}")
+        with self._losing:  # objects are sealed in parallel: both may find it broken
+            if repository in self.healthy:
+                self.healthy.remove(repository)
+                self.warnings.append(f"the {repository.name} copy of {self.id} failed and "
+                                     f"was dropped: {error}")
 
     def finish(self) -> None:
         """Write the manifest last, primary first: only now does the backup exist."""

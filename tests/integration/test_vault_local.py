@@ -4,6 +4,8 @@ import hashlib
 import io
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -170,6 +172,34 @@ def test_secondary_failure_is_a_warning_not_a_loss(local_settings, random_data, 
     [listing] = vault.list()
     assert set(listing.copies) == {"primary"}
     assert restore(vault)[0] == random_data
+
+
+def test_secondary_failing_under_two_concurrent_objects_is_one_warning(local_settings,
+                                                                       random_data):
+    """WAL batches and file packs seal objects of one backup in parallel: both can
+    find the secondary broken at once."""
+    vault = settings.build_vault(local_settings)
+    secondary = vault.repositories[1].storage
+    both_writing = threading.Barrier(2, timeout=30)
+
+    class Failing:
+        def __init__(self, writer):
+            self.abort = writer.abort
+
+        def write(self, data):
+            both_writing.wait()
+            raise errors.StorageError("secondary disk failed")
+
+    real_writer = secondary.writer
+    secondary.writer = lambda key: Failing(real_writer(key))
+    with vault.new_backup("files") as writer, ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda name: writer.add_bytes(name, random_data), ["one", "two"]))
+    assert len(writer.warnings) == 1 and "secondary copy" in writer.warnings[0]
+    [listing] = vault.list()
+    assert set(listing.copies) == {"primary"}
+    for name in ("one", "two"):
+        with vault.open_object(listing.ref, name) as plain:
+            assert plain.read() == random_data
 
 
 def test_unusable_primary_fails_before_anything_is_written(local_settings, tmp_path):
