@@ -4,9 +4,11 @@ A full backup streams ``pg_dump -Fc`` into the repository, so pg_dump cannot
 seek back and record where each table's data starts: every table of contents
 entry says "position not set". ``pg_restore -j`` then has to scan the archive
 for each table, which made a parallel restore about 20% slower than one from
-a file pg_dump wrote itself. After a restore has written the archive to a
-temporary file, ``add_data_offsets`` walks its data blocks once and writes
-their positions into the table of contents, in place, as pg_dump would have.
+a file pg_dump wrote itself. While a restore writes the archive to a
+temporary file, a ``BlockFinder`` notes where blocks may start; then
+``add_data_offsets`` writes their positions into the table of contents, in
+place, as pg_dump would have (walking the blocks one by one only when the
+markers leave a doubt).
 
 The layout is pg_dump's (src/bin/pg_dump/pg_backup_archiver.c WriteHead and
 WriteToc, pg_backup_custom.c): integers are a sign byte and ``intSize``
@@ -26,6 +28,7 @@ CUSTOM_FORMAT = 1
 VERSIONS = {(1, 14)}  # pg_dump 14 and 15; others are left as they are (untested here)
 OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA = 1, 2, 3
 BLOCK_DATA, BLOCK_BLOBS = 1, 3
+CHUNK_HEADER = struct.Struct("<BI")  # an integer as pg_dump writes it: sign, 4 bytes
 TOC_STRINGS_BEFORE_SECTION = 4  # tableoid, oid, tag, desc
 TOC_STRINGS_AFTER_SECTION = 8  # defn, dropStmt, copyStmt, namespace, tablespace, tableam,
 #                                owner, "false" (with oids)
@@ -102,9 +105,6 @@ def _read_toc(reader: _Reader) -> tuple[dict[int, int], int]:
         elif state not in (OFFSET_SET, OFFSET_NO_DATA):
             raise ArchiveLayoutError(f"entry {dump_id} has offset state {state}")
     return unset, offset_size
-
-
-CHUNK_HEADER = struct.Struct("<BI")  # an integer as pg_dump writes it: sign, 4 bytes
 
 
 def _skip_chunks(data, position: int) -> int:
