@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from tests.integration import filetrees
 from tests.integration.lab import LAB, REPO, playbook, private_lab
 
 
@@ -73,13 +74,36 @@ def test_drill_recovers_everything_and_reports_rto_rpo(lab):
     assert "DIFFERENT" not in text and "| RPO at most 60 seconds | pass |" in text
     assert text.index("| provision |") < text.index("| restore database |") \
         < text.index("| switch traffic |")
+    steps = json.loads((reports / "disaster-recovery-last.json").read_text())["steps"]
     html = markdown.with_suffix(".html").read_text()
-    assert "<svg" in html and html.count("<rect") == 8
+    assert "<svg" in html and html.count("<rect") == len(steps) == 9
+    # the uploads came back beside the code, the configuration and the database:
+    # one step started the job, the other counts from then until it ended
+    started, restored, database = (next(s for s in steps if s["step"] == name) for name in (
+        "start restoring the uploads", "restore the uploads", "restore the database"))
+    assert restored["started"] == started["started"] < database["started"]
+    assert restored["ended"] > database["started"] and restored["result"] == "ok"
     plan = (reports / "dr-plan.md").read_text()
     assert "Emergency contacts" in plan and "On-call SRE lead" in plan
     # the procedures are the playbook's own steps
     assert "Restore the database (`ansible/steps/restore_database.yml`)" in plan
     assert "Communication plan" in plan and "Role assignments" in plan
+
+
+def test_a_failed_recovery_still_reports_the_uploads_restore_it_started(lab):
+    root, env = lab
+    uploads = filetrees.describe(root / "uploads")
+    recovery = playbook(env, "disaster_recovery.yml", "-e", "backup=2001-01-01")
+    assert recovery.returncode == 2
+    assert "DISASTER RECOVERY from 2001-01-01: FAILED" in recovery.stdout
+    steps = json.loads((root / "reports" / "disaster-recovery-last.json").read_text())["steps"]
+    result = {step["step"]: step for step in steps}
+    assert result["restore the code"]["result"] == "FAILED"
+    assert "restore the database" not in result  # skipped after the failure
+    # the job started in the background was waited for and its error reported
+    assert result["restore the uploads"]["result"] == "FAILED"
+    assert "no files backup was taken on 2001-01-01" in result["restore the uploads"]["detail"]
+    assert filetrees.describe(root / "uploads") == uploads  # nothing was touched
 
 
 @pytest.mark.parametrize("argv", [["backup.sh", "nope"], ["restore.sh", "database"],
