@@ -108,6 +108,37 @@ def _ancestors(path: str) -> Iterator[str]:
 # -- the local cache ----------------------------------------------------------------
 
 
+def exclusive_lock(directory: str, name: str, busy: str) -> int:
+    """Hold ``directory/name`` locked until the returned descriptor is closed;
+    fail at once, saying ``busy``, while another process holds it."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"state directory {directory} cannot be created "
+                          f"({error.strerror}): set state_dir to a writable directory") from None
+    path = os.path.join(directory, name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise ConfigError(f"cannot open the lock {path} ({error.strerror}): set state_dir "
+                          "to a directory this user may write") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BackupError(f"{busy} (it holds {path}): wait for it to finish") from None
+    return fd
+
+
+@contextlib.contextmanager
+def held_lock(directory: str, name: str, busy: str) -> Iterator[None]:
+    fd = exclusive_lock(directory, name, busy)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 def default_state_dir() -> str:
     for candidate in DEFAULT_STATE_DIRS:
         candidate = os.path.expanduser(candidate)
@@ -161,20 +192,8 @@ class SnapshotCache:
 
     def lock(self) -> None:
         """One snapshot of a kind at a time per host (they share the cache)."""
-        try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(f"state directory {self.directory} cannot be created "
-                              f"({error.strerror}): set state_dir to a writable directory"
-                              ) from None
-        fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BackupError(f"another {self.kind} snapshot is running on this host (it holds "
-                              f"{self.directory}/lock): wait for it to finish") from None
-        self._lock_fd = fd
+        self._lock_fd = exclusive_lock(self.directory, "lock",
+                                       f"another {self.kind} snapshot is running on this host")
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -1113,42 +1132,46 @@ def _restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
         return result
     if restore_owners is None:
         restore_owners = os.geteuid() == 0
-    for unit in units:
-        _check_space(unit)
-    existing = [unit.destination for unit in units if os.path.lexists(unit.destination)]
-    if safety_backup and existing:
-        safety = take_snapshot(vault, existing, label=f"{label or 'files'}-safety"[:64],
-                               kind=kind, state_dir=state_dir,
-                               meta={"purpose": "safety backup before restore",
-                                     "restoring": ref.id})
-        result.safety_backup = safety.backup_id
-        result.warnings += [f"safety backup: {warning}" for warning in safety.warnings]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    stagings = []
-    try:
+    # A restore can outlive its caller (disaster_recovery.yml runs the uploads
+    # restore as a background job): a second one must not race it.
+    with held_lock(os.path.abspath(state_dir or default_state_dir()), f"{kind}-restore.lock",
+                   f"another {kind} restore is running on this host"):
         for unit in units:
-            unit.staging = _stage(unit)
-            stagings.append(unit.staging)
-        _fill(vault, kind, plan, units, stagings, result, skip_damaged)
-        for unit, staging in _pairs(units):
-            _finish_metadata(unit, staging, restore_owners, result)
-            _check_staged(unit, staging, result)
-            if after_staging is not None:
-                after_staging({"/" + entry["path"]: _local(unit, staging, entry["path"])
-                               for entry in unit.entries if entry["type"] == "f"})
-        for unit, staging in _pairs(units):
-            kept = _swap(staging, unit.destination, stamp, keep_previous)
-            if kept:
-                result.previous.append(kept)
-    except BaseException as error:
-        for staging in stagings:
-            shutil.rmtree(staging, ignore_errors=True)
-        vault.audit.record("restore", backup_id=ref.id, result="failed",
-                           targets=result.targets, error=str(error) or type(error).__name__)
-        raise
-    vault.audit.record("restore", backup_id=ref.id, result="ok", targets=result.targets,
-                       files=result.files, bytes=result.bytes,
-                       safety_backup=result.safety_backup, damaged=len(result.damaged) or None)
+            _check_space(unit)
+        existing = [unit.destination for unit in units if os.path.lexists(unit.destination)]
+        if safety_backup and existing:
+            safety = take_snapshot(vault, existing, label=f"{label or 'files'}-safety"[:64],
+                                   kind=kind, state_dir=state_dir,
+                                   meta={"purpose": "safety backup before restore",
+                                         "restoring": ref.id})
+            result.safety_backup = safety.backup_id
+            result.warnings += [f"safety backup: {warning}" for warning in safety.warnings]
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stagings = []
+        try:
+            for unit in units:
+                unit.staging = _stage(unit)
+                stagings.append(unit.staging)
+            _fill(vault, kind, plan, units, stagings, result, skip_damaged)
+            for unit, staging in _pairs(units):
+                _finish_metadata(unit, staging, restore_owners, result)
+                _check_staged(unit, staging, result)
+                if after_staging is not None:
+                    after_staging({"/" + entry["path"]: _local(unit, staging, entry["path"])
+                                   for entry in unit.entries if entry["type"] == "f"})
+            for unit, staging in _pairs(units):
+                kept = _swap(staging, unit.destination, stamp, keep_previous)
+                if kept:
+                    result.previous.append(kept)
+        except BaseException as error:
+            for staging in stagings:
+                shutil.rmtree(staging, ignore_errors=True)
+            vault.audit.record("restore", backup_id=ref.id, result="failed",
+                               targets=result.targets, error=str(error) or type(error).__name__)
+            raise
+        vault.audit.record("restore", backup_id=ref.id, result="ok", targets=result.targets,
+                           files=result.files, bytes=result.bytes,
+                           safety_backup=result.safety_backup, damaged=len(result.damaged) or None)
     return result
 
 

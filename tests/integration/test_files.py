@@ -126,6 +126,25 @@ def test_restore_in_place_takes_a_safety_backup_and_keeps_the_previous_files(
     assert not [name for name in os.listdir(root.parent) if files.STAGING_MARK in name]
 
 
+def test_a_second_restore_refuses_to_race_one_still_running(local_vault, tree, state):
+    root, facts = tree
+    files.take_snapshot(local_vault, [str(root)], label="uploads", state_dir=state)
+    change_files(facts["files"][:3], 1.0)
+    current = describe(root)
+    # a restore that outlived its playbook (a background job) still holds the lock
+    running = files.exclusive_lock(state, "files-restore.lock", "test")
+    try:
+        with pytest.raises(errors.BackupError, match="another files restore is running"):
+            files.restore_snapshot(local_vault, "latest", label="uploads", state_dir=state)
+        assert describe(root) == current
+        assert not [name for name in os.listdir(root.parent) if files.STAGING_MARK in name]
+        assert len(local_vault.list("files")) == 1  # no safety backup either
+    finally:
+        os.close(running)
+    files.restore_snapshot(local_vault, "latest", label="uploads", state_dir=state)
+    assert describe(root) != current
+
+
 def test_restore_of_chosen_paths_leaves_the_rest_alone(local_vault, tree, state):
     root, facts = tree
     files.take_snapshot(local_vault, [str(root)], label="uploads", state_dir=state)
