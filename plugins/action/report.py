@@ -31,11 +31,13 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = self.validate_argument_spec(argument_spec=ARGUMENTS)[1]
         dest, content = args["dest"], args["content"]
+        mode = args["mode"]
         try:
-            permissions = int(str(args["mode"]), 8)
+            # unquoted 0644 in YAML arrives as the int 420: already the permissions
+            permissions = mode if isinstance(mode, int) else int(str(mode), 8)
         except ValueError:
             raise AnsibleActionFail(
-                f"mode {args['mode']!r} is not an octal mode like '0644'") from None
+                f"mode {mode!r} is not an octal mode like '0644'") from None
         data = content.encode()
         try:
             with open(dest, "rb") as existing:

@@ -24,6 +24,15 @@ def test_writes_the_report_whole_and_creates_its_directory(tmp_path):
     assert rc == 0 and result["changed"] is False, output
 
 
+def test_mode_as_octal_text_or_as_yaml_int(tmp_path):
+    for mode, expected in (("0600", 0o600), (0o640, 0o640)):  # unquoted 0640 in YAML: 416
+        dest = tmp_path / f"report-{expected:o}"
+        rc, _, output = run(tmp_path, "report",
+                            {"dest": str(dest), "content": "x", "mode": mode})
+        assert rc == 0, output
+        assert stat.S_IMODE(dest.stat().st_mode) == expected
+
+
 def test_check_mode_writes_nothing(tmp_path):
     dest = tmp_path / "summary.json"
     rc, result, output = run(tmp_path, "report", {"dest": str(dest), "content": "{}"},
