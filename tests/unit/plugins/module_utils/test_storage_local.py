@@ -76,3 +76,25 @@ def test_open_storage_rejects_unknown_schemes():
         storage.open_storage("ftp://host/x")
     with pytest.raises(errors.ConfigError, match="names no bucket"):
         storage.open_storage("s3:///prefix")
+
+
+def test_large_object_is_synced_in_the_background_and_committed_whole(local):
+    chunk = os.urandom(1 << 20)
+    writer = local.writer("backups/files/x/data/big")
+    for index in range(3 * (storage.WRITEBACK_BYTES >> 20) + 1):
+        writer.write(bytes([index % 256]) + chunk[1:])
+    assert writer._sync is not None  # the background sync started
+    writer.commit()
+    with local.reader("backups/files/x/data/big") as handle:
+        for index in range(3 * (storage.WRITEBACK_BYTES >> 20) + 1):
+            assert handle.read(1 << 20) == bytes([index % 256]) + chunk[1:]
+        assert handle.read() == b""
+
+
+def test_background_sync_failure_is_raised_when_stopped(tmp_path):
+    closed = os.open(tmp_path / "gone", os.O_CREAT | os.O_WRONLY)
+    os.close(closed)
+    sync = storage.BackgroundSync(closed)  # fdatasync will fail: EBADF
+    sync.request()
+    with pytest.raises(OSError):
+        sync.stop()
