@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
@@ -173,12 +174,10 @@ def backup_database(vault, connection: Connection, *, type: str = "full",
             session.send(TABLE_NAMES_SQL)
         meta.update(type=type, format=format, jobs=jobs, label=label,
                     connection=connection.describe(), pg_dump=tool_version(bindir))
-        with vault.new_backup(KIND, meta) as backup:
-            if include_globals:
-                backup.meta["globals"] = _backup_globals(backup, connection, bindir,
-                                                         commands, warnings)
-            else:
-                backup.meta["globals"] = False
+        with vault.new_backup(KIND, meta) as backup, ThreadPoolExecutor(1) as beside:
+            # the globals are small: dumped beside the database, not before it
+            globals_dump = beside.submit(_dump_globals, connection, bindir, commands) \
+                if include_globals else None
             dump_args = {"schema_only": type == "schema", "snapshot": snapshot,
                          "dbname": connection.conninfo()}
             if format == "custom":
@@ -186,6 +185,8 @@ def backup_database(vault, connection: Connection, *, type: str = "full",
             else:
                 _dump_directory(backup, connection, bindir, dump_args, jobs, work_dir,
                                 commands)
+            backup.meta["globals"] = _store_globals(backup, globals_dump.result(), warnings) \
+                if globals_dump else False
             counted = _received_json(session)
             if type == "full":
                 backup.meta["tables"] = counted
@@ -209,33 +210,44 @@ def _received_json(session: Session) -> Any:
     return json.loads(lines[0]) if lines else None
 
 
-def _backup_globals(backup, connection: Connection, bindir: str, commands: list[str],
-                    warnings: list[str]) -> bool | str:
+@dataclass
+class _GlobalsDump:
+    result: subprocess.CompletedProcess
+    without_passwords: bool = False
+
+
+def _dump_globals(connection: Connection, bindir: str, commands: list[str]) -> _GlobalsDump:
     """Roles, memberships and tablespaces, so a restore onto a fresh cluster works.
 
     Managed services (Neon, RDS) do not let anyone read pg_authid: then the
-    roles are dumped without their passwords, and the operator is told.
+    roles are dumped again without their passwords.
     """
     argv = PG_DUMPALL.argv(bindir, globals_only=True, dbname=connection.conninfo())
+    commands.append(display(argv))
     result = subprocess.run(argv, capture_output=True, env=connection.environment(),
                             check=False)
-    commands.append(display(argv))
     if result.returncode != 0 and b"permission denied" in result.stderr:
         argv = PG_DUMPALL.argv(bindir, globals_only=True, no_role_passwords=True,
                                dbname=connection.conninfo())
-        result = subprocess.run(argv, capture_output=True, env=connection.environment(),
-                                check=False)
         commands.append(display(argv))
-        if result.returncode == 0:
-            warnings.append("roles were dumped without passwords (this login may not read "
-                            "pg_authid): set them again after a restore onto a new cluster")
-            backup.add_bytes(GLOBALS_OBJECT, result.stdout)
-            return "without passwords"
-    if result.returncode != 0:
+        retried = subprocess.run(argv, capture_output=True, env=connection.environment(),
+                                 check=False)
+        if retried.returncode == 0:
+            return _GlobalsDump(retried, without_passwords=True)
+    return _GlobalsDump(result)
+
+
+def _store_globals(backup, dump: _GlobalsDump, warnings: list[str]) -> bool | str:
+    """Seal what _dump_globals got; the manifest's ``globals`` value."""
+    if dump.result.returncode != 0:
         warnings.append("the cluster's roles and tablespaces were not backed up: "
-                        + result.stderr.decode(errors="replace").strip()[-500:])
+                        + dump.result.stderr.decode(errors="replace").strip()[-500:])
         return False
-    backup.add_bytes(GLOBALS_OBJECT, result.stdout)
+    backup.add_bytes(GLOBALS_OBJECT, dump.result.stdout)
+    if dump.without_passwords:
+        warnings.append("roles were dumped without passwords (this login may not read "
+                        "pg_authid): set them again after a restore onto a new cluster")
+        return "without passwords"
     return True
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import platform
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ from .sealing import (
 from .storage import Storage
 from .version import VERSION
 
+# (package, module): the libraries whose versions a manifest records when loaded
+LIBRARIES = (("cryptography", "cryptography"), ("aws-encryption-sdk", "aws_encryption_sdk"),
+             ("boto3", "boto3"))
 INCOMPLETE_GRACE_SECONDS = 24 * 3600  # a running backup is never younger than this
 # Objects that several backups of one kind use (the packs of file snapshots)
 # live beside the backups, under backups/<kind>/shared/<name>: not a backup id,
@@ -512,12 +516,13 @@ class BackupWriter:
 
 
 def _tool_versions() -> dict[str, str]:
+    """Our version, Python's, and those of the libraries this run loaded (their
+    ``__version__``: package metadata would cost a twentieth of a second)."""
     versions = {"cosmic_backup": VERSION, "python": platform.python_version()}
-    from importlib import metadata
-
-    for package in ("aws-encryption-sdk", "zstandard", "boto3"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
+    for package, module in LIBRARIES:
+        version = getattr(sys.modules.get(module), "__version__", None)
+        if version:
+            versions[package] = str(version)
     return versions
 
 
