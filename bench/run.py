@@ -48,6 +48,10 @@ def shared_setup(work_root: str, env: dict[str, str]) -> tuple[dict[str, str], l
     settings = os.path.join(keys, "cosmic.yml")
     write_settings(settings, os.path.join(keys, "unused-repository"), master, None)
     context = Context("keys", 0, keys, {}, env)
+    # Bytecode ahead of time, as bootstrap.sh and a host install have it: an edit
+    # since then would make every start of the CLI compile the engine again.
+    context.shell(f"{shlex.quote(sys.executable)} -m compileall -q "
+                  f"{shlex.quote(os.path.join(ROOT, 'plugins', 'module_utils'))}")
     context.shell(f"{shlex.quote(COSMIC)} --config {shlex.quote(settings)} key init")
     context.shell(f"age-keygen -o {shlex.quote(age_key)}")
     with open(age_key, encoding="utf-8") as handle:
