@@ -36,11 +36,11 @@ from typing import Any
 
 from .catalog import BackupRef
 from .commands import display, feed, tool_output
+from .durability import fsync_directory
 from .errors import BackupError, ConfigError, ExternalCommandError, SelectorError
 from .monitoring import monitored
 from .pg_tools import PG_BASEBACKUP, Connection, Session, client_bindir, tool_version
 from .postgres_cluster import postmaster_pid
-from .storage import fsync_directory
 from .wal import (
     DEFAULT_SEGMENT_SIZE,
     HISTORY,

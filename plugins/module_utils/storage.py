@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
+from .durability import BackgroundSync, fsync_directory
 from .errors import ConfigError, ObjectMissing, StorageError
 
 PARTIAL_MARKER = ".partial-"
@@ -71,47 +71,6 @@ def check_key(key: str) -> str:
     return key
 
 
-class BackgroundSync:
-    """fdatasync of one file in its own thread, on request, while its writer
-    goes on writing: the disk works beside compression and encryption, and the
-    fsync at commit only waits for the last few megabytes."""
-
-    def __init__(self, fd: int):
-        self._fd = fd
-        self._wake = threading.Event()
-        self._pending = False
-        self._stopping = False
-        self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, name="background-sync", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._pending:
-                self._pending = False
-                try:
-                    os.fdatasync(self._fd)
-                except OSError as error:
-                    self._error = error
-                    return
-            if self._stopping:
-                return
-
-    def request(self) -> None:
-        self._pending = True
-        self._wake.set()
-
-    def stop(self) -> None:
-        """Finish the requested syncs; raise the error one hit (e.g. EIO, ENOSPC)."""
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
 class LocalWriter:
     """Writes to a hidden temporary file and renames it into place on commit."""
 
@@ -129,7 +88,8 @@ class LocalWriter:
         if self._unsynced >= WRITEBACK_BYTES:
             self._file.flush()
             if self._sync is None:
-                self._sync = BackgroundSync(self._file.fileno())
+                fd = self._file.fileno()
+                self._sync = BackgroundSync(lambda: os.fdatasync(fd))
             self._sync.request()
             self._unsynced = 0
 
@@ -152,15 +112,6 @@ class LocalWriter:
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)
-
-
-def fsync_directory(path: str) -> None:
-    """Make a rename or a new file in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStorage:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import BackupRef
+from .durability import fsync_directory
 from .errors import ConfigError, StorageError
 from .repository import Vault
-from .storage import fsync_directory
 from .wal_segments import (
     DEFAULT_SPOOL,
     PushedMarkers,

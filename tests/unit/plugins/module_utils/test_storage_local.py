@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from tests.engine import errors, storage
+from tests.engine import durability, errors, storage
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_large_object_is_synced_in_the_background_and_committed_whole(local):
 def test_background_sync_failure_is_raised_when_stopped(tmp_path):
     closed = os.open(tmp_path / "gone", os.O_CREAT | os.O_WRONLY)
     os.close(closed)
-    sync = storage.BackgroundSync(closed)  # fdatasync will fail: EBADF
+    sync = durability.BackgroundSync(lambda: os.fdatasync(closed))  # fails: EBADF
     sync.request()
     with pytest.raises(OSError):
         sync.stop()
