@@ -70,10 +70,10 @@ class Context:
         """Run an untimed set-up command (recorded for the report)."""
         command = self.format(template)
         self.setup_commands.append(command)
-        result = run_shell(command, self)
+        result = run_shell(command, self, keep_stdout=True)  # a playbook reports there
         if result.returncode != 0:
             raise BenchError(f"{self.row}: set-up command failed ({result.returncode}): "
-                             f"{command}\n{result.stderr_tail}")
+                             f"{command}\n{result.output_tail}")
 
 
 @dataclass(frozen=True)
@@ -176,22 +176,24 @@ class ShellResult:
     returncode: int
     seconds: float
     cpu_seconds: float
-    stderr_tail: str
+    output_tail: str
 
 
-def run_shell(command: str, context: Context) -> ShellResult:
-    """Run ``command`` under bash with pipefail; wall time and the CPU time of all its processes."""
+def run_shell(command: str, context: Context, keep_stdout: bool = False) -> ShellResult:
+    """Run ``command`` under bash with pipefail; wall time and the CPU time of all its
+    processes. The tail is stderr's, after stdout's with ``keep_stdout``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.run(
         ["bash", "-o", "pipefail", "-c", command], cwd=context.work, env=context.env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        check=False,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if keep_stdout else subprocess.DEVNULL,
+        stderr=subprocess.PIPE, check=False,
     )
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    tail = process.stderr.decode(errors="replace").strip()[-2000:]
+    output = (process.stdout or b"") + process.stderr
+    tail = output.decode(errors="replace").strip()[-2000:]
     return ShellResult(process.returncode, seconds, cpu, tail)
 
 
@@ -262,7 +264,7 @@ def measure_row(row: Row, context: Context, repeat: int, log=print) -> RowResult
                 if outcome.returncode != 0:
                     raise BenchError(f"{row.name}: {side} command failed "
                                      f"({outcome.returncode}): {commands[side]}\n"
-                                     f"{outcome.stderr_tail}")
+                                     f"{outcome.output_tail}")
                 settle(context.work)
                 rss = _peak_rss_kib(rss_file) if "{measure}" in getattr(row, side) else None
                 stored = (tree_bytes(context.format(row.stored[SIDES.index(side)]))

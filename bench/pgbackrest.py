@@ -119,8 +119,8 @@ def quiet(context: Context, command_line: str) -> str:
     result = run_shell(command_line, context)
     if result.returncode != 0:
         raise BenchError(f"{context.row}: set-up command failed ({result.returncode}): "
-                         f"{command_line}\n{result.stderr_tail}")
-    return result.stderr_tail
+                         f"{command_line}\n{result.output_tail}")
+    return result.output_tail
 
 
 # -- a clone of the reference cluster, with WAL archiving -----------------------------

@@ -83,7 +83,7 @@ def _run(context: Context, template: str) -> None:
     result = run_shell(command, context)
     if result.returncode != 0:
         raise BenchError(f"{context.row}: reset command failed ({result.returncode}): "
-                         f"{command}\n{result.stderr_tail}")
+                         f"{command}\n{result.output_tail}")
 
 
 def _copy_entries(source: str, target: str) -> None:
