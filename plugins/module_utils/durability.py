@@ -60,4 +60,3 @@ class BackgroundSync:
         self._thread.join()
         if self._error is not None:
             raise self._error
-
