@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .atomic_file import atomic_file
 from .catalog import DATE_PATTERN, BackupRef
 from .errors import BackupError, ConfigError, IntegrityError, KeyUnavailable, SelectorError
 
@@ -150,18 +151,8 @@ def default_state_dir() -> str:
 
 
 def _write_json_atomically(path: str, document: Any) -> None:
-    directory = os.path.dirname(path)
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    with atomic_file(path, "w") as handle:
+        json.dump(document, handle, separators=(",", ":"))
 
 
 class SnapshotCache:
