@@ -83,6 +83,9 @@ def test_drill_recovers_everything_and_reports_rto_rpo(lab):
         "start restoring the uploads", "restore the uploads", "restore the database"))
     assert restored["started"] == started["started"] < database["started"]
     assert restored["ended"] > database["started"] and restored["result"] == "ok"
+    # the lab's switch saw the public endpoint answer through the balancer itself
+    switched = next(s for s in steps if s["step"] == "switch traffic")
+    assert switched["detail"].startswith("lab_balancer: upstream 127.0.0.1:")
     plan = (reports / "dr-plan.md").read_text()
     assert "Emergency contacts" in plan and "On-call SRE lead" in plan
     # the procedures are the playbook's own steps

@@ -224,7 +224,7 @@ def wait_healthy(url: str, timeout: float) -> dict:
         status, body = http_get(url)
         if status == 200:
             return body
-        time.sleep(0.2)
+        time.sleep(0.05)  # a recovery waits on this: a local GET costs next to nothing
     raise LabError(f"{url} is not healthy after {timeout:.0f} s (last answer {status}: "
                    f"{json.dumps(body)[:400]}); see the logs under run/ in the lab directory")
 
