@@ -91,6 +91,7 @@ waited:
 
 import json
 import os
+import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -116,6 +117,14 @@ def wait_for_job(path: str, timeout: float, poll_interval: float) -> tuple[dict 
         if result is not None or waited >= timeout:
             return result, waited
         time.sleep(min(poll_interval, max(timeout - waited, 0)))
+
+
+def report_job_result(result: dict) -> None:
+    """Hand the job's result to the controller as this task's own, as async_status
+    does: the job's module has already serialized its warnings and deprecations,
+    and exit_json would take them for new ones."""
+    print(f"\n{json.dumps(result)}")  # pylint: disable=ansible-bad-function
+    sys.exit(0)  # pylint: disable=ansible-bad-function
 
 
 def main():
@@ -147,12 +156,10 @@ def main():
                          ansible_job_id=jid, finished=False)
     if not module.params["keep_job_file"]:
         os.unlink(path)
-    result.pop("invocation", None)  # the job module's, not this task's
     result.update(ansible_job_id=jid, finished=True, waited=round(waited, 2))
     if result.get("failed"):
         result.setdefault("msg", f"job {jid} failed")
-        module.fail_json(**result)
-    module.exit_json(**result)
+    report_job_result(result)
 
 
 if __name__ == "__main__":

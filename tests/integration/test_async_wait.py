@@ -30,7 +30,7 @@ PLAYBOOK = """
 """
 
 
-def play(tmp_path, text: str) -> subprocess.CompletedProcess:
+def play(tmp_path, text: str, callback: str = "oneline") -> subprocess.CompletedProcess:
     """Run a playbook on localhost, async jobs in tmp_path/async."""
     (tmp_path / "async").mkdir(exist_ok=True)
     (tmp_path / "play.yml").write_text(text)
@@ -38,7 +38,7 @@ def play(tmp_path, text: str) -> subprocess.CompletedProcess:
         [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
          "-e", f"ansible_python_interpreter={sys.executable}", str(tmp_path / "play.yml")],
         env={**environment(tmp_path), "ANSIBLE_ASYNC_DIR": str(tmp_path / "async"),
-             "ANSIBLE_STDOUT_CALLBACK": "oneline"},
+             "ANSIBLE_STDOUT_CALLBACK": callback},
         capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -73,6 +73,37 @@ def test_a_job_still_running_at_the_timeout_fails_and_keeps_its_file(tmp_path):
     assert waited["failed"] is True and waited["finished"] is False
     assert "still running after 1 s" in waited["msg"]
     assert left == [waited["ansible_job_id"]]
+
+
+WARNING_MODULE = """#!/usr/bin/python
+from ansible.module_utils.basic import AnsibleModule
+module = AnsibleModule(argument_spec={})
+module.warn("the safety backup is larger than expected")
+module.exit_json(changed=True, backup_id="b1")
+"""
+
+
+def test_the_jobs_warnings_reach_the_operator(tmp_path, monkeypatch):
+    """A job module's warnings come back already serialized: they must pass as they are."""
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "warner.py").write_text(WARNING_MODULE)
+    monkeypatch.setenv("ANSIBLE_LIBRARY", str(tmp_path / "library"))
+    result = play(tmp_path, """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - warner:
+      async: 60
+      poll: 0
+      register: job
+    - cosmic.backup.async_wait:
+        jid: "{{ job.ansible_job_id }}"
+      register: waited
+    - ansible.builtin.assert:
+        that: waited.backup_id == "b1" and waited.finished
+""", callback="default")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]: the safety backup is larger than expected" in result.stdout + result.stderr
 
 
 def test_an_unknown_job_is_a_clear_error(tmp_path):
