@@ -25,7 +25,9 @@ DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 OBJECT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 MANIFEST_NAME = "manifest"
 MANIFEST_FORMAT = "cosmic-backup manifest"
-MANIFEST_VERSION = 1
+# 2: objects record zstd's content checksum ("zstd_checksum"); 1 recorded
+# the SHA-256 of the plaintext ("sha256"). Both are read.
+MANIFEST_VERSION = 2
 
 
 def check_kind(kind: str) -> str:

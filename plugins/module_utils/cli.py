@@ -50,7 +50,9 @@ def command_backup_stream(args) -> int:
     vault = _vault(args)
     meta = dict(item.split("=", 1) for item in args.meta)
     meta["layout"] = RAW_STREAM_LAYOUT  # no kind-specific structure to check later
-    source = open(args.file, "rb") if args.file else sys.stdin.buffer  # noqa: SIM115
+    # Unbuffered, so that zstd's input is spliced straight from it (sealing.seal).
+    source = (open(args.file, "rb", buffering=0) if args.file  # noqa: SIM115
+              else open(sys.stdin.fileno(), "rb", buffering=0, closefd=False))  # noqa: SIM115
     with source, vault.new_backup(args.kind, meta) as backup:
         entry = backup.add_stream(args.name, source)
     _report({"backup_id": backup.id, "object": entry, "warnings": backup.warnings}, args)
@@ -193,8 +195,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--name", required=True)
     sub.add_argument("--output", help="file to write (appears only when complete)")
     sub.add_argument("--checksum", action="store_true",
-                     help="also compare the SHA-256 with the manifest (as verify does; "
-                          "about 1 s of CPU per GiB)")
+                     help="also compare the SHA-256 that backups made before manifest "
+                          "version 2 record (as verify does; about 1 s of CPU per GiB)")
 
     cli_catalog.add_commands(command)  # verify, info, prune
 

@@ -145,7 +145,9 @@ def tool_output(argv: Sequence[str], *, env: dict[str, str] | None = None,
     have succeeded, or ``what`` failed and nothing was stored."""
     stderr = StderrFile()
     try:
-        process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=stderr, env=env)
+        # Unbuffered: sealing splices it into zstd without a copy through Python.
+        process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=stderr, env=env,
+                                   bufsize=0)
         try:
             yield process.stdout
         finally:

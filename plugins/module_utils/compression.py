@@ -8,7 +8,10 @@ it is the same program, format and speed as the `zstd` an operator has.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import io
+import os
 import shutil
 import subprocess
 import threading
@@ -42,31 +45,42 @@ def _widen(pipe) -> None:
         fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
-class ZstdFilter:
-    """``zstd`` reading what ``read_input`` yields (fed by a thread) and readable
-    like a file. ``finish`` waits for both sides and raises what went wrong:
-    the feeding side's error first (e.g. a frame that failed authentication),
-    then zstd's own."""
+def splice_source(source) -> int | None:
+    """The descriptor of an unbuffered file or pipe that zstd's input can be
+    spliced from, so the bytes never pass through Python; None otherwise.
+    (A buffered reader may hold bytes already read: it is read as a file.)"""
+    if isinstance(source, io.FileIO) and not source.closed and hasattr(os, "splice"):
+        return source.fileno()
+    return None
 
-    def __init__(self, argv: list[str], read_input: Callable[[int], bytes], chunk_size: int,
-                 on_chunk: Callable[[bytes], None] | None = None):
+
+class ZstdFilter:
+    """``zstd`` reading what ``source`` yields (fed by a thread) and readable
+    like a file. ``source`` is a read function, or a descriptor (see
+    splice_source). ``fed`` counts the bytes zstd was given. ``finish`` waits
+    for both sides and raises what went wrong: the feeding side's error first
+    (e.g. a frame that failed authentication), then zstd's own."""
+
+    def __init__(self, argv: list[str], source: Callable[[int], bytes] | int, chunk_size: int):
         self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, bufsize=0)
         for pipe in (self._process.stdin, self._process.stdout):
             _widen(pipe)
         self._error: BaseException | None = None
+        self.fed = 0
         self._feeder = threading.Thread(target=self._feed, name="zstd-feed", daemon=True,
-                                        args=(read_input, chunk_size, on_chunk))
+                                        args=(source, chunk_size))
         self._feeder.start()
         self._finished = False
 
-    def _feed(self, read_input, chunk_size, on_chunk) -> None:
+    def _feed(self, source, chunk_size) -> None:
         stdin = self._process.stdin
         try:
-            while chunk := read_input(chunk_size):
-                if on_chunk is not None:
-                    on_chunk(chunk)
+            if isinstance(source, int):
+                source = self._splice(source, chunk_size)
+            while chunk := source(chunk_size):
                 stdin.write(chunk)
+                self.fed += len(chunk)
         except BrokenPipeError:
             pass  # zstd stopped reading: finish() reports why
         except BaseException as error:  # noqa: BLE001 - handed to finish()
@@ -74,6 +88,19 @@ class ZstdFilter:
         finally:
             with contextlib.suppress(BrokenPipeError):
                 stdin.close()
+
+    def _splice(self, fd: int, chunk_size: int) -> Callable[[int], bytes]:
+        """Splice ``fd`` into zstd until its end; if the kernel cannot splice
+        from it, the read function that goes on from where splicing stopped."""
+        stdin = self._process.stdin.fileno()
+        try:
+            while moved := os.splice(fd, stdin, chunk_size):
+                self.fed += moved
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            return lambda size: os.read(fd, size)
+        return lambda size: b""
 
     def read(self, size: int = -1) -> bytes:
         # A pipe holds at most PIPE_SIZE: asking for more only makes Python

@@ -277,7 +277,7 @@ def _dump_directory(backup, connection: Connection, bindir: str, dump_args: dict
                 f"{result.stderr.decode(errors='replace').strip()[-2000:]}; "
                 "nothing was stored as a backup")
         for name in sorted(os.listdir(target)):
-            with open(os.path.join(target, name), "rb") as handle:
+            with open(os.path.join(target, name), "rb", buffering=0) as handle:  # spliced
                 backup.add_stream(DIRECTORY_PREFIX + name, handle)
     finally:
         shutil.rmtree(spool, ignore_errors=True)

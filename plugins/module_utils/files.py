@@ -250,7 +250,7 @@ class PackWriter:
         self._table: list[list] = []
         self._queue: queue.Queue = queue.Queue(2)
         self._error: BaseException | None = None
-        self.written: dict[str, dict[str, Any]] = {}  # pack name -> size, sha256, stored_size
+        self.written: dict[str, dict[str, Any]] = {}  # pack name -> size, zstd_checksum, ...
         self.located: dict[str, list] = {}  # blob id -> [pack, offset, length]
         self._thread = threading.Thread(target=self._seal_packs, daemon=True, name="packs")
         self._thread.start()
@@ -283,8 +283,8 @@ class PackWriter:
                 continue
             try:
                 entry = self._backup.add_shared(name, io.BytesIO(data))
-                self.written[name] = {"size": entry["size"], "sha256": entry["sha256"],
-                                      "stored_size": entry["stored_size"]}
+                self.written[name] = {key: value for key, value in entry.items()
+                                      if key != "name"}
                 for blob_id, offset, length in table:
                     self.located[blob_id] = [name, offset, length]
             except BaseException as error:  # noqa: BLE001 - handed to the producer
@@ -817,7 +817,8 @@ def _build_index(entries, roots, label, cache: SnapshotCache, packs: PackWriter)
     pack_table = {}
     for name in sorted(used):
         info = packs.written.get(name) or cache.packs.get(name)
-        pack_table[name] = {"size": info["size"], "sha256": info["sha256"]}
+        pack_table[name] = {key: value for key, value in info.items()
+                            if key != "stored_size"}  # size, zstd_checksum (sha256 before)
     index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "label": label,
              "roots": [snapshot_path(root) for root in roots], "entries": entries,
              "blobs": blobs, "packs": pack_table}

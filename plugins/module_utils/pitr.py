@@ -160,7 +160,8 @@ def base_backup(vault, connection: Connection, *, bindir: str | None = None,
     with vault.new_backup(KIND, meta) as backup:
         with tool_output(argv, env=connection.environment(),
                          what=f"pg_basebackup of {connection.where()}") as tar:
-            watcher = TarWatcher(tar, ("backup_label", "backup_manifest"))
+            # buffered: whole megabytes to parse, not the pipe's short reads
+            watcher = TarWatcher(io.BufferedReader(tar), ("backup_label", "backup_manifest"))
             backup.add_stream(BASE_OBJECT, watcher)
         backup.meta.update(_wal_range(watcher.files, server))
         backup.meta["consistent_at"] = datetime.now(timezone.utc).isoformat()

@@ -190,12 +190,15 @@ class Vault:
     def manifest(self, ref: BackupRef) -> dict[str, Any]:
         """The decrypted manifest, from the first repository that yields a sound copy."""
         reader = self._open_with_failover(
-            ref, catalog.MANIFEST_NAME, catalog.manifest_key(ref.kind, ref.id), None, None
+            ref, catalog.MANIFEST_NAME, catalog.manifest_key(ref.kind, ref.id), {}
         )
         with reader:
             document = json.loads(reader.read())
         if document.get("id") != ref.id or document.get("format") != catalog.MANIFEST_FORMAT:
             raise IntegrityError(f"the manifest of {ref.id} describes another backup")
+        if document.get("version", 1) > catalog.MANIFEST_VERSION:
+            raise BackupError(f"{ref.id} was written by a newer cosmic-backup (manifest "
+                              f"version {document['version']}): upgrade this host's copy")
         return document
 
     def open_object(self, ref: BackupRef, name: str, manifest: dict[str, Any] | None = None,
@@ -204,36 +207,41 @@ class Vault:
 
         Every frame is authenticated (AES-GCM, key commitment, the object's
         encryption context), zstd checks its own XXH64 of the plaintext, and
-        the size must match the manifest. ``checksum`` also compares the
-        SHA-256 with the manifest, as ``verify`` always does; it costs about a
-        second of CPU per GiB and adds no protection against damage.
+        the size and zstd checksum must match the manifest. ``checksum`` also
+        compares the SHA-256 that version 1 manifests recorded, as ``verify``
+        always does; it costs about a second of CPU per GiB and adds no
+        protection against damage.
         """
         manifest = manifest or self.manifest(ref)
         entry = _manifest_entry(manifest, name)
         return self._open_with_failover(
-            ref, name, catalog.object_key(ref.kind, ref.id, name), entry["size"],
-            entry["sha256"] if checksum else None,
+            ref, name, catalog.object_key(ref.kind, ref.id, name),
+            expected_of(entry, sha256=checksum),
         )
 
-    def _open_with_failover(self, ref, name, key, size, sha256) -> FailoverReader:
-        return self._failover(key, encryption_context(ref.id, name), size, sha256,
+    def _open_with_failover(self, ref, name, key, expected: dict) -> FailoverReader:
+        return self._failover(key, encryption_context(ref.id, name), expected,
                               describe=f"{name} of {ref.id}", backup_id=ref.id, object=name)
 
     def _copy(self, repository: Repository, key: str, context: dict[str, str],
-              **expected) -> OpenedObject:
-        """One repository's copy of an object, opened and authenticated as it is read."""
-        expected.setdefault("expected_size", None)
-        expected.setdefault("expected_sha256", None)
+              expected: dict | None = None) -> OpenedObject:
+        """One repository's copy of an object, opened and authenticated as it is read;
+        ``expected`` is what expected_of takes from the manifest."""
+        expected = expected or {}
         return OpenedObject(repository.storage.reader(key), self.keys, context,
-                            where=f"{key} in {repository.describe()}", **expected)
+                            where=f"{key} in {repository.describe()}",
+                            expected_size=expected.get("size"),
+                            expected_sha256=expected.get("sha256"),
+                            expected_zstd_checksum=expected.get("zstd_checksum"))
 
-    def _failover(self, key: str, context: dict[str, str], size, sha256, *, describe: str,
+    def _failover(self, key: str, context: dict[str, str], expected: dict, *, describe: str,
                   **audit_fields) -> FailoverReader:
         """The first sound copy of ``key``, switching copies mid-stream if one fails."""
         return FailoverReader(
-            [(repository.name, functools.partial(self._copy, repository, key, context))
+            [(repository.name, functools.partial(self._copy, repository, key, context, expected))
              for repository in self.repositories],
-            expected_size=size, expected_sha256=sha256, describe=describe,
+            expected_size=expected.get("size"), expected_sha256=expected.get("sha256"),
+            describe=describe,
             on_failure=lambda repository, error: self.audit.record(
                 "read", repository=repository, result="failed", error=str(error),
                 **audit_fields),
@@ -257,10 +265,12 @@ class Vault:
             raise StorageError("no repository can be listed: " + "; ".join(failures))
         return found
 
-    def open_shared(self, kind: str, name: str, size: int | None = None,
-                    sha256: str | None = None) -> FailoverReader:
-        """A shared object's plaintext, failing over between repositories like open_object."""
-        return self._failover(shared_key(kind, name), shared_context(kind, name), size, sha256,
+    def open_shared(self, kind: str, name: str, entry: dict[str, Any] | None = None
+                    ) -> FailoverReader:
+        """A shared object's plaintext, failing over between repositories like
+        open_object; checked against ``entry`` (what add_shared returned) if given."""
+        return self._failover(shared_key(kind, name), shared_context(kind, name),
+                              expected_of(entry or {}),
                               describe=f"shared object {kind}/{name}",
                               object=f"{kind}/{SHARED_FOLDER}/{name}")
 
@@ -303,8 +313,7 @@ class Vault:
         return report
 
     def _verify_copy(self, repository, ref, manifest) -> list[ObjectCheck]:
-        entries = [{"name": catalog.MANIFEST_NAME, "size": None, "sha256": None},
-                   *manifest["objects"]]
+        entries = [{"name": catalog.MANIFEST_NAME}, *manifest["objects"]]
         checks = []
         for entry in entries:
             name = entry["name"]
@@ -312,8 +321,7 @@ class Vault:
                    else catalog.object_key(ref.kind, ref.id, name))
             try:
                 with self._copy(repository, key, encryption_context(ref.id, name),
-                                expected_size=entry["size"],
-                                expected_sha256=entry["sha256"]) as plain:
+                                expected_of(entry)) as plain:
                     while plain.read(4 * MIB):
                         pass
                 checks.append(ObjectCheck(repository.name, name, True))
@@ -377,6 +385,19 @@ class Vault:
         return removed
 
 
+def _sealed_entry(sealed) -> dict[str, Any]:
+    return {"size": sealed.size, "zstd_checksum": sealed.zstd_checksum,
+            "stored_size": sealed.stored_size}
+
+
+def expected_of(entry: dict[str, Any], *, sha256: bool = True) -> dict[str, Any]:
+    """What a manifest entry says an object's plaintext must be: its size, its
+    zstd checksum and (version 1 manifests) its SHA-256, unless ``sha256`` is
+    False (hashing costs a core-second per GiB)."""
+    return {"size": entry.get("size"), "zstd_checksum": entry.get("zstd_checksum"),
+            "sha256": entry.get("sha256") if sha256 else None}
+
+
 def _manifest_entry(manifest: dict[str, Any], name: str) -> dict[str, Any]:
     for entry in manifest["objects"]:
         if entry["name"] == name:
@@ -411,8 +432,7 @@ class BackupWriter:
             raise BackupError(f"object name {name!r} is already used in this backup")
         key = catalog.object_key(self.kind, self.id, name)
         sealed = self._seal_everywhere(key, name, source)
-        entry = {"name": name, "size": sealed.size, "sha256": sealed.sha256,
-                 "stored_size": sealed.stored_size}
+        entry = {"name": name, **_sealed_entry(sealed)}
         self.objects.append(entry)
         return entry
 
@@ -427,8 +447,7 @@ class BackupWriter:
         """
         sealed = self._seal_everywhere(shared_key(self.kind, name), name, source,
                                        shared_context(self.kind, name))
-        return {"name": name, "size": sealed.size, "sha256": sealed.sha256,
-                "stored_size": sealed.stored_size}
+        return {"name": name, **_sealed_entry(sealed)}
 
     def _seal_everywhere(self, key: str, name: str, source: BinaryIO,
                          context: dict[str, str] | None = None):

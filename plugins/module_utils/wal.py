@@ -180,7 +180,7 @@ class WalArchive:
         """Seal files as one wal backup; returns its id and the secondaries that failed."""
         def add(entry: tuple[str, str]) -> None:
             name, path = entry
-            with open(path, "rb") as handle:
+            with open(path, "rb", buffering=0) as handle:  # spliced into zstd
                 backup.add_stream(name, handle)
 
         # Two segments at a time: a 16 MiB segment leaves the cores idle while

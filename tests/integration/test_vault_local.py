@@ -4,6 +4,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,12 +48,23 @@ def test_round_trip_into_both_repositories(local_vault, random_data):
     assert plain.used == "primary" and plain.warnings == []
 
 
-def test_manifest_records_what_the_issue_asks(local_vault, random_data, local_settings):
+def zstd_content_checksum(data: bytes, folder) -> str:
+    """XXH64's low 32 bits of ``data`` as ``zstd -lv`` prints it (zstd -l reads no pipe)."""
+    compressed = folder / "check.zst"
+    compressed.write_bytes(subprocess.run(["zstd", "-q", "-c"], input=data, check=True,
+                                          capture_output=True).stdout)
+    listing = subprocess.run(["zstd", "-lv", str(compressed)], check=True, capture_output=True,
+                             text=True).stdout
+    return re.search(r"Check: XXH64 ([0-9a-f]{8})", listing).group(1)
+
+
+def test_manifest_records_what_the_issue_asks(local_vault, random_data, local_settings,
+                                              tmp_path):
     writer = backup(local_vault, random_data)
     manifest = local_vault.manifest(local_vault.select(writer.id))
     [entry] = manifest["objects"]
     assert entry["size"] == len(random_data)
-    assert entry["sha256"] == hashlib.sha256(random_data).hexdigest()
+    assert entry["zstd_checksum"] == zstd_content_checksum(random_data, tmp_path)
     assert manifest["host"] and manifest["tool"]["cosmic_backup"]
     assert manifest["keys"] == [keys.LocalKey.load(local_settings["keys"]["local_key_file"]).key_id]
     assert manifest["meta"] == {"source": "test"}
@@ -281,13 +294,23 @@ def test_checksum_on_request_and_size_always(local_vault, random_data):
     writer = backup(local_vault, random_data)
     ref = local_vault.select(writer.id)
     manifest = local_vault.manifest(ref)
+    assert manifest["version"] == 2 and "sha256" not in manifest["objects"][0]
     doctored = json.loads(json.dumps(manifest))
+    doctored["objects"][0]["zstd_checksum"] = "0" * 8
+    with pytest.raises(errors.IntegrityError, match="zstd checksum"), \
+            local_vault.open_object(ref, "data", doctored) as plain:
+        plain.read()
+    # A version 1 manifest: a SHA-256 and no zstd checksum.
+    del doctored["objects"][0]["zstd_checksum"]
     doctored["objects"][0]["sha256"] = "0" * 64
     with local_vault.open_object(ref, "data", doctored) as plain:
         assert plain.read() == random_data  # frames and zstd's XXH64 vouch for it
     with pytest.raises(errors.IntegrityError, match="SHA-256"), \
             local_vault.open_object(ref, "data", doctored, checksum=True) as plain:
         plain.read()
+    doctored["objects"][0]["sha256"] = hashlib.sha256(random_data).hexdigest()
+    with local_vault.open_object(ref, "data", doctored, checksum=True) as plain:
+        assert plain.read() == random_data
     doctored["objects"][0]["size"] += 1
     with pytest.raises(errors.IntegrityError, match="the manifest says"), \
             local_vault.open_object(ref, "data", doctored) as plain:

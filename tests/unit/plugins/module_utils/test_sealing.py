@@ -1,6 +1,10 @@
 import hashlib
 import io
 import os
+import re
+import subprocess
+import tempfile
+import threading
 
 import aws_encryption_sdk
 import pytest
@@ -13,13 +17,26 @@ from tests.unit.plugins.module_utils.test_message_format import sdk_raw_key
 CONTEXT = sealing.encryption_context("20260101T000000.000Z-files-aaaaaa", "data")
 
 
-def sealed(data: bytes, key) -> bytes:
+def sealed(data: bytes, key, source=None) -> bytes:
     out = io.BytesIO()
-    result = sealing.seal(io.BytesIO(data), key, CONTEXT, out.write)
+    result = sealing.seal(source or io.BytesIO(data), key, CONTEXT, out.write)
     assert result.size == len(data)
-    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.zstd_checksum == zstd_check(out.getvalue(), key)
     assert result.stored_size == len(out.getvalue())
     return out.getvalue()
+
+
+def zstd_check(stored: bytes, key) -> str:
+    """The content checksum as the zstd command prints it, from the SDK's decryption."""
+    client = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    compressed, _header = client.decrypt(source=stored, key_provider=sdk_raw_key(key))
+    with tempfile.NamedTemporaryFile(suffix=".zst") as file:  # zstd -l reads no pipe
+        file.write(compressed)
+        file.flush()
+        listing = subprocess.run(["zstd", "-lv", file.name], capture_output=True,
+                                 check=True).stdout.decode()
+    return re.search(r"Check: XXH64 ([0-9a-f]{8})", listing).group(1)
 
 
 def opened(stored: bytes, key, context=CONTEXT, **expected) -> bytes:
@@ -45,7 +62,35 @@ def mixed_data():
 def test_round_trip(key, mixed_data):
     stored = sealed(mixed_data, key)
     assert opened(stored, key, expected_size=len(mixed_data),
-                  expected_sha256=hashlib.sha256(mixed_data).hexdigest()) == mixed_data
+                  expected_zstd_checksum=zstd_check(stored, key)) == mixed_data
+
+
+def test_a_version_1_sha256_is_still_checked(key, mixed_data):
+    stored = sealed(mixed_data, key)
+    assert opened(stored, key, expected_sha256=hashlib.sha256(mixed_data).hexdigest()) \
+        == mixed_data
+
+
+@pytest.mark.parametrize("kind", ["file", "pipe"])
+def test_unbuffered_sources_are_spliced_into_zstd(key, mixed_data, tmp_path, kind):
+    """Bytes spliced (not read through Python) are counted and sealed all the same."""
+    if kind == "file":
+        (tmp_path / "data").write_bytes(mixed_data)
+        source = open(tmp_path / "data", "rb", buffering=0)  # noqa: SIM115
+    else:
+        writer = subprocess.Popen(["cat", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  bufsize=0)
+        source = writer.stdout
+        feeding = threading.Thread(
+            target=lambda: (writer.stdin.write(mixed_data), writer.stdin.close()))
+        feeding.start()
+    assert sealing.splice_source(source) is not None
+    with source:
+        stored = sealed(mixed_data, key, source)
+    if kind == "pipe":
+        feeding.join()
+        writer.wait()
+    assert opened(stored, key, expected_size=len(mixed_data)) == mixed_data
 
 
 def test_empty_object(key):
@@ -104,6 +149,9 @@ def test_manifest_mismatch_is_detected(key):
         opened(stored, key, expected_size=4)
     with pytest.raises(errors.IntegrityError, match="SHA-256"):
         opened(stored, key, expected_sha256="0" * 64)
+    with pytest.raises(errors.IntegrityError,
+                       match=r"zstd checksum [0-9a-f]{8}, the manifest says 00000000"):
+        opened(stored, key, expected_zstd_checksum="00000000")
 
 
 def test_wrapping_key_ids_reads_the_header_only(key):
