@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from datetime import datetime, timezone
 
@@ -23,7 +22,6 @@ from .verification import RAW_STREAM_LAYOUT
 from .version import VERSION
 
 EXIT_OK, EXIT_WARNING, EXIT_ERROR = 0, 1, 2
-CHUNK = 4 << 20
 
 
 def _vault(args):
@@ -66,10 +64,8 @@ def command_restore_stream(args) -> int:
     with vault.monitor.run("restore", ref.kind) as run, \
             vault.open_object(ref, args.name, checksum=args.checksum) as plain:
         if args.output in (None, "-"):
-            out = sys.stdout.buffer
-            while chunk := plain.read(CHUNK):
-                out.write(chunk)
-            out.flush()
+            sys.stdout.flush()
+            plain.copy_to(sys.stdout.fileno())
         else:
             _write_atomically(args.output, plain)
         warnings = plain.warnings
@@ -84,7 +80,7 @@ def command_restore_stream(args) -> int:
 def _write_atomically(path: str, plain) -> None:
     """The file appears only once every byte was read and verified."""
     with atomic_file(path, "wb", permissions=0o640) as out:
-        shutil.copyfileobj(plain, out, CHUNK)
+        plain.copy_to(out.fileno())
 
 
 def command_show(args) -> int:

@@ -109,6 +109,11 @@ class ZstdFilter:
             return b"".join(iter(lambda: self.read(PIPE_SIZE), b""))
         return self._process.stdout.read(min(size, PIPE_SIZE))
 
+    def splice_to(self, fd: int, size: int) -> int:
+        """Move up to ``size`` bytes of zstd's output into ``fd`` (a file, a pipe
+        or a socket) without copying them through Python; 0 at the end."""
+        return os.splice(self._process.stdout.fileno(), fd, min(size, PIPE_SIZE))
+
     def finish(self) -> None:
         """Wait for the feeder and zstd; raise the first failure."""
         self._finished = True

@@ -9,6 +9,7 @@ authentication, and verifies stored data object by object.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import json
@@ -35,6 +36,7 @@ from .sealing import (
     OpenedObject,
     encryption_context,
     seal,
+    write_all,
 )
 from .storage import Storage
 from .version import VERSION
@@ -601,13 +603,41 @@ class FailoverReader(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(4 * MIB), b""))
+        data = self._transfer(lambda copy: copy.read(size), b"")
+        if self._hash is not None:
+            self._hash.update(data)
+        return data
+
+    def splice_to(self, fd: int, size: int) -> int:
+        """Like read, into ``fd`` and without copying through Python (see
+        OpenedObject.splice_to): the number of bytes moved, 0 at the end."""
+        if self._hash is not None:  # the bytes must pass through the hash
+            return write_all(fd, self.read(size))
+        return self._transfer(lambda copy: copy.splice_to(fd, size), 0)
+
+    def copy_to(self, fd: int) -> int:
+        """Every byte to ``fd``, spliced where the kernel can (not into a file
+        opened for appending, say); the number of bytes."""
+        total = 0
+        try:
+            while moved := self.splice_to(fd, 4 * MIB):
+                total += moved
+        except OSError as error:
+            if error.errno != errno.EINVAL or total:
+                raise
+            while data := self.read(4 * MIB):
+                total += write_all(fd, data)
+        return total
+
+    def _transfer(self, move, end):
+        """``move`` on the current copy, failing over to the next when it fails."""
         while True:
             if self._done:
-                return b""
+                return end
             if self._current is None:
                 self._next_copy()
             try:
-                data = self._current.read(size)
+                moved = move(self._current)
             except KeyUnavailable:
                 raise
             except BackupError as error:
@@ -615,14 +645,13 @@ class FailoverReader(io.RawIOBase):
                 self._current = None
                 self._record(self.used, error)
                 continue
-            if data:
-                if self._hash is not None:
-                    self._hash.update(data)
-                self._delivered += len(data)
-                return data
+            count = moved if isinstance(moved, int) else len(moved)
+            if count:
+                self._delivered += count
+                return moved
             self._done = True
             self._check_end()
-            return b""
+            return end
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -208,14 +209,27 @@ class OpenedObject(io.RawIOBase):
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(4 * MIB), b""))
         data = self._plain.read(size)
-        if not data and not self._checked:
-            self._guard(self._zstd.finish)  # a failure while feeding zstd surfaces here
-        self._size += len(data)
         if self._digest is not None:
             self._digest.update(data)
-        if not data and not self._checked:
-            self._check_end()
+        self._account(len(data))
         return data
+
+    def splice_to(self, fd: int, size: int) -> int:
+        """Move up to ``size`` bytes of plaintext into ``fd`` without copying them
+        through Python (zstd's output is spliced); 0 at the end, as read's b""."""
+        if self._plain is None:
+            self._open()
+        if self._digest is not None:  # the bytes must pass through the hash
+            return write_all(fd, self.read(size))
+        moved = self._zstd.splice_to(fd, size)
+        self._account(moved)
+        return moved
+
+    def _account(self, count: int) -> None:
+        self._size += count
+        if not count and not self._checked:
+            self._guard(self._zstd.finish)  # a failure while feeding zstd surfaces here
+            self._check_end()
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
@@ -241,6 +255,14 @@ class OpenedObject(io.RawIOBase):
             self._zstd.abort()
         self._stored.close()
         super().close()
+
+
+def write_all(fd: int, data: bytes) -> int:
+    """Write every byte of ``data`` to ``fd`` (a pipe may take part); its length."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return len(data)
 
 
 def _same_keys(sealed_for: list[str], available: list[str]) -> bool:

@@ -175,6 +175,38 @@ def test_failover_in_the_middle_of_a_stream(local_vault, local_settings, random_
     assert plain.used == "secondary"
 
 
+@pytest.mark.parametrize("version", [2, 1])
+def test_copy_to_a_file_fails_over_in_the_middle(local_vault, local_settings, random_data,
+                                                  tmp_path, version):
+    """copy_to splices zstd's output into the file (or, to hash a version 1
+    SHA-256, writes it): a copy failing late is replaced all the same."""
+    backup(local_vault, random_data)
+    victim = next(p for p in stored_objects(local_settings["repositories"][0]["url"])
+                  if p.name == "data")
+    flip_byte(victim, victim.stat().st_size - 5000)
+    ref = local_vault.select("latest", "files")
+    manifest = local_vault.manifest(ref)
+    if version == 1:
+        entry = manifest["objects"][0]
+        entry["sha256"] = hashlib.sha256(random_data).hexdigest()
+        del entry["zstd_checksum"]
+    with local_vault.open_object(ref, "data", manifest, checksum=True) as plain, \
+            open(tmp_path / "out", "wb") as out:
+        assert plain.copy_to(out.fileno()) == len(random_data)
+    assert (tmp_path / "out").read_bytes() == random_data
+    assert plain.used == "secondary" and len(plain.warnings) == 1
+
+
+def test_copy_to_a_file_opened_for_appending(local_vault, random_data, tmp_path):
+    """splice(2) refuses O_APPEND: the bytes go through Python instead."""
+    backup(local_vault, random_data)
+    (tmp_path / "out").write_bytes(b"before\n")
+    with local_vault.open_object(local_vault.select("latest", "files"), "data") as plain, \
+            open(tmp_path / "out", "ab") as out:
+        plain.copy_to(out.fileno())
+    assert (tmp_path / "out").read_bytes() == b"before\n" + random_data
+
+
 def test_secondary_failure_is_a_warning_not_a_loss(local_settings, random_data, tmp_path):
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the secondary's directory should be")
