@@ -169,7 +169,10 @@ def backup_database(vault, connection: Connection, *, type: str = "full",
         snapshot = session.value("select pg_export_snapshot()")
         meta: dict[str, Any] = session.json(DATABASE_SQL)
         if type == "full":
-            session.send(COUNTS_SQL)  # counted while the dump streams
+            # Counted while the dump streams, on one core: parallel workers (and
+            # JIT) would take the cores the dump needs, three to one.
+            session.query("set local max_parallel_workers_per_gather = 0; set local jit = off")
+            session.send(COUNTS_SQL)
         else:
             session.send(TABLE_NAMES_SQL)
         meta.update(type=type, format=format, jobs=jobs, label=label,
