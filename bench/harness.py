@@ -251,6 +251,7 @@ def measure_row(row: Row, context: Context, repeat: int, log=print) -> RowResult
     try:
         if row.setup is not None:
             row.setup(context)
+            settle(context.work)  # what the set-up wrote is not billed to the first run
         inputs = [context.format(path) for path in row.inputs]
         for repetition in range(row.repeat or repeat):
             order = SIDES if repetition % 2 == 0 else SIDES[::-1]
