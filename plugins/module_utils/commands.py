@@ -165,7 +165,7 @@ def feed(argv: Sequence[str], plain: BinaryIO, *, env: dict[str, str] | None = N
     """Stream ``plain`` into a tool's standard input.
 
     ``plain`` is read to its end even when the tool stops reading early, so a
-    verifying reader (size and SHA-256 checked at EOF) always gets to check.
+    verifying reader (size and checksum checked at EOF) always gets to check.
     """
     stderr = StderrFile()
     try:

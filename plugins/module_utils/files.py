@@ -159,7 +159,7 @@ class SnapshotCache:
     """What this host already stored in one set of repositories, per kind.
 
     ``blobs.json``: every blob this host stored and where (pack, offset,
-    length), and each pack's size and SHA-256. ``index-<label>.json``: the
+    length), and each pack's size and zstd checksum. ``index-<label>.json``: the
     entries of the label's last snapshot, with inode numbers, so an unchanged
     file (same size, modification time and inode) is not read again.
 

@@ -552,7 +552,8 @@ class FailoverReader(io.RawIOBase):
 
     If a copy fails part-way (missing, unreadable, failed authentication), the
     next copy is opened and the bytes already delivered are skipped, so the
-    reader sees one seamless stream. Its size and SHA-256 are checked at the end.
+    reader sees one seamless stream. Its size (and a version 1 SHA-256, when
+    asked) is checked at the end; each copy checks its own zstd checksum.
     """
 
     def __init__(self, openers, *, expected_size, expected_sha256, describe, on_failure):
