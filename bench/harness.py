@@ -91,6 +91,10 @@ class Row:
     reset: Callable[[Context, str], None] | None = None
     repeat: int | None = None  # overrides --repeat for expensive rows
     stored: tuple[str, str] | None = None  # what each side wrote (ours, anchor): bytes compared
+    # One untimed run of the anchor before the timed ones: for rows whose first
+    # run pays what every later run reuses (a cold PostgreSQL cluster's buffers,
+    # new WAL segment files); the first timed run is always ours.
+    warm_up: bool = False
 
 
 class BenchError(Exception):
@@ -252,6 +256,16 @@ def measure_row(row: Row, context: Context, repeat: int, log=print) -> RowResult
         if row.setup is not None:
             row.setup(context)
             settle(context.work)  # what the set-up wrote is not billed to the first run
+        if row.warm_up:
+            if row.reset is not None:
+                row.reset(context, "anchor")
+            outcome = run_shell(commands["anchor"], context)
+            if outcome.returncode != 0:
+                raise BenchError(f"{row.name}: the anchor's warm-up run failed "
+                                 f"({outcome.returncode}): {commands['anchor']}\n"
+                                 f"{outcome.output_tail}")
+            settle(context.work)
+            log(f"bench: {row.name} warm-up (anchor, untimed) {outcome.seconds:7.2f} s")
         inputs = [context.format(path) for path in row.inputs]
         for repetition in range(row.repeat or repeat):
             order = SIDES if repetition % 2 == 0 else SIDES[::-1]

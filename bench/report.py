@@ -246,6 +246,8 @@ def render(info: RunInfo, results: list[RowResult]) -> str:
         ]
         for command in result.setup_commands:
             lines.append(f"- untimed set-up: `{command}`")
+        if result.row.warm_up:
+            lines.append("- untimed warm-up: the anchor's command, once, before the timed runs")
         lines += [
             f"- runs (s): ours {samples['ours'] or 'none'}; anchor {samples['anchor'] or 'none'}",
             f"- CPU time, median (s, user+system of every process): ours "

@@ -27,6 +27,7 @@ def _fresh(context: Context, side: str) -> None:
 ROWS = [
     Row(
         name="database-backup",
+        warm_up=True,
         summary="full logical backup (dump, row counts in its snapshot, globals), sealed",
         ours="{measure} {cosmic} database-backup",
         anchor="pg_dump -Fc -Z0 | zstd -3 -T2 | age -r {age_recipient} > {out}",
@@ -37,6 +38,7 @@ ROWS = [
     ),
     Row(
         name="database-backup-vs-pg-dump",
+        warm_up=True,
         summary="full logical backup against plain pg_dump -Fc (its own gzip, one core)",
         ours="{measure} {cosmic} database-backup",
         anchor="pg_dump -Fc > {out}",
@@ -215,6 +217,7 @@ _PGBACKREST = "pgBackRest (zst level 3, process-max 2, aes-256-cbc)"
 ROWS += [
     Row(
         name="database-restore",
+        warm_up=True,
         summary="restore the latest logical backup into a new database (ours: decrypt, "
                 "pg_restore -j2, row counts checked) against pg_restore -j2 of a local "
                 "-Fc file",
@@ -233,6 +236,7 @@ ROWS += [
         # the engine's choice); pgBackRest without archiving can only skip the
         # check (archive-check=n) and stores no WAL. Both checkpoint fast.
         name="base-backup",
+        warm_up=True,
         summary="physical base backup of the reference cluster against a "
                 f"{_PGBACKREST} full backup; ours carries its WAL (-X fetch), "
                 "pgBackRest's none (archive-check=n); fast checkpoint on both; size: "
