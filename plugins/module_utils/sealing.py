@@ -135,8 +135,8 @@ def wrapping_key_ids(header) -> list[str]:
 
 class OpenedObject(io.RawIOBase):
     """The plaintext of a sealed object; authenticated frame by frame, and checked
-    against the manifest's size and zstd checksum (and the SHA-256 that
-    objects sealed before version 0.2 have, when asked) when the end is reached."""
+    against the manifest's size and zstd checksum (and, when asked, the SHA-256
+    that version 1 manifests record) when the end is reached."""
 
     def __init__(self, stored: BinaryIO, keys, context: Mapping[str, str], *,
                  expected_size: int | None, expected_sha256: str | None, where: str,
