@@ -71,6 +71,15 @@ def test_manifest_records_what_the_issue_asks(local_vault, random_data, local_se
     assert manifest["encryption"]["algorithm"] == "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"
 
 
+def test_a_manifest_from_a_newer_version_is_refused_clearly(local_vault, random_data,
+                                                           monkeypatch):
+    monkeypatch.setattr(catalog, "MANIFEST_VERSION", catalog.MANIFEST_VERSION + 1)
+    writer = backup(local_vault, random_data)
+    monkeypatch.undo()
+    with pytest.raises(errors.BackupError, match="written by a newer cosmic-backup"):
+        local_vault.manifest(local_vault.select(writer.id))
+
+
 def test_listing_needs_no_key(local_settings, random_data):
     backup(settings.build_vault(local_settings), random_data)
     os.unlink(local_settings["keys"]["local_key_file"])
