@@ -238,9 +238,13 @@ class Vault:
 
     def _failover(self, key: str, context: dict[str, str], expected: dict, *, describe: str,
                   **audit_fields) -> FailoverReader:
-        """The first sound copy of ``key``, switching copies mid-stream if one fails."""
+        """The first sound copy of ``key``, switching copies mid-stream if one fails.
+
+        The reader checks size and SHA-256 over the stream it delivers; each copy
+        checks only the zstd checksum, which needs the copy read to its end."""
+        per_copy = {"zstd_checksum": expected.get("zstd_checksum")}
         return FailoverReader(
-            [(repository.name, functools.partial(self._copy, repository, key, context, expected))
+            [(repository.name, functools.partial(self._copy, repository, key, context, per_copy))
              for repository in self.repositories],
             expected_size=expected.get("size"), expected_sha256=expected.get("sha256"),
             describe=describe,
