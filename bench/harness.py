@@ -246,6 +246,23 @@ def _peak_rss_kib(path: str) -> int | None:
         return None
 
 
+def _run_side(row: Row, context: Context, commands: dict[str, str], side: str,
+              inputs: list[str], rss_file: str):
+    """Reset, warm the inputs, run one side's command, settle its writes; fail
+    the row if the command failed."""
+    if row.reset is not None:
+        row.reset(context, side)
+    warm(inputs)
+    if os.path.exists(rss_file):
+        os.unlink(rss_file)
+    outcome = run_shell(commands[side], context)
+    if outcome.returncode != 0:
+        raise BenchError(f"{row.name}: {side} command failed ({outcome.returncode}): "
+                         f"{commands[side]}\n{outcome.output_tail}")
+    settle(context.work)
+    return outcome
+
+
 def measure_row(row: Row, context: Context, repeat: int, log=print) -> RowResult:
     """Set the row up, then time ours and the anchor ``repeat`` times each."""
     rss_file = os.path.join(context.work, "peak-rss")
@@ -256,31 +273,14 @@ def measure_row(row: Row, context: Context, repeat: int, log=print) -> RowResult
         if row.setup is not None:
             row.setup(context)
             settle(context.work)  # what the set-up wrote is not billed to the first run
-        if row.warm_up:
-            if row.reset is not None:
-                row.reset(context, "anchor")
-            outcome = run_shell(commands["anchor"], context)
-            if outcome.returncode != 0:
-                raise BenchError(f"{row.name}: the anchor's warm-up run failed "
-                                 f"({outcome.returncode}): {commands['anchor']}\n"
-                                 f"{outcome.output_tail}")
-            settle(context.work)
-            log(f"bench: {row.name} warm-up (anchor, untimed) {outcome.seconds:7.2f} s")
         inputs = [context.format(path) for path in row.inputs]
+        if row.warm_up:
+            outcome = _run_side(row, context, commands, "anchor", inputs, rss_file)
+            log(f"bench: {row.name} warm-up (anchor, untimed) {outcome.seconds:7.2f} s")
         for repetition in range(row.repeat or repeat):
             order = SIDES if repetition % 2 == 0 else SIDES[::-1]
             for side in order:
-                if row.reset is not None:
-                    row.reset(context, side)
-                warm(inputs)
-                if os.path.exists(rss_file):
-                    os.unlink(rss_file)
-                outcome = run_shell(commands[side], context)
-                if outcome.returncode != 0:
-                    raise BenchError(f"{row.name}: {side} command failed "
-                                     f"({outcome.returncode}): {commands[side]}\n"
-                                     f"{outcome.output_tail}")
-                settle(context.work)
+                outcome = _run_side(row, context, commands, side, inputs, rss_file)
                 rss = _peak_rss_kib(rss_file) if "{measure}" in getattr(row, side) else None
                 stored = (tree_bytes(context.format(row.stored[SIDES.index(side)]))
                           if row.stored else None)
