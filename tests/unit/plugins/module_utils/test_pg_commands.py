@@ -123,3 +123,18 @@ def test_derived_names_fit_postgres_identifiers():
 ])
 def test_database_settings_become_alter_database_set(setting, expected):
     assert database.database_setting_sql(setting) == expected
+
+
+def test_tools_whose_output_is_read_get_a_large_stdio_buffer():
+    # stdbuf hands the buffer size to the tool in its environment: a tool that
+    # prints that variable shows it got through (pg_dump reads it the same way).
+    with commands.tool_output(["sh", "-c", "echo $_STDBUF_O"], what="sh") as output:
+        assert int(output.read()) == commands.STDOUT_BUFFER
+
+
+def test_a_missing_tool_is_run_as_it_is_and_fails_as_before():
+    argv = ["no-such-tool-here", "--version"]
+    assert commands.with_large_stdout(argv) == argv
+    with pytest.raises(FileNotFoundError), \
+            commands.tool_output(argv, what="no-such-tool-here"):
+        pass
