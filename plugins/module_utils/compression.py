@@ -1,4 +1,4 @@
-"""zstd as a separate process, fed by a thread.
+"""zstd as a separate process, reading a file itself or fed by a thread.
 
 Compression is most of a backup's CPU time. Run as its own process, zstd
 works on both cores beside our encryption whatever the interpreter does, and
@@ -13,6 +13,7 @@ import fcntl
 import io
 import os
 import shutil
+import stat
 import subprocess
 import threading
 from collections.abc import Callable
@@ -46,32 +47,44 @@ def _widen(pipe) -> None:
 
 
 def splice_source(source) -> int | None:
-    """The descriptor of an unbuffered file or pipe that zstd's input can be
-    spliced from, so the bytes never pass through Python; None otherwise.
+    """The descriptor of an unbuffered file (zstd reads it itself) or pipe (it
+    is spliced into zstd), so the bytes never pass through Python; None otherwise.
     (A buffered reader may hold bytes already read: it is read as a file.)"""
     if isinstance(source, io.FileIO) and not source.closed and hasattr(os, "splice"):
         return source.fileno()
     return None
 
 
+def _is_regular_file(fd: int) -> bool:
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
 class ZstdFilter:
-    """``zstd`` reading what ``source`` yields (fed by a thread) and readable
-    like a file. ``source`` is a read function, or a descriptor (see
-    splice_source). ``fed`` counts the bytes zstd was given. ``finish`` waits
+    """``zstd`` reading what ``source`` yields (fed by a thread, unless it is a
+    regular file) and readable like a file. ``source`` is a read function, or a
+    descriptor (see splice_source). ``fed`` counts the bytes zstd was given. ``finish`` waits
     for both sides and raises what went wrong: the feeding side's error first
     (e.g. a frame that failed authentication), then zstd's own."""
 
     def __init__(self, argv: list[str], source: Callable[[int], bytes] | int, chunk_size: int):
-        self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, bufsize=0)
-        for pipe in (self._process.stdin, self._process.stdout):
-            _widen(pipe)
         self._error: BaseException | None = None
         self.fed = 0
-        self._feeder = threading.Thread(target=self._feed, name="zstd-feed", daemon=True,
-                                        args=(source, chunk_size))
-        self._feeder.start()
         self._finished = False
+        # A regular file becomes zstd's standard input, as `zstd FILE` reads
+        # it: no thread, no pipe between us. What it read is where it left
+        # the shared file offset.
+        self._file = source if isinstance(source, int) and _is_regular_file(source) else None
+        self._start = os.lseek(source, 0, os.SEEK_CUR) if self._file is not None else 0
+        self._process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE if self._file is None else self._file,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        _widen(self._process.stdout)
+        self._feeder = None
+        if self._file is None:
+            _widen(self._process.stdin)
+            self._feeder = threading.Thread(target=self._feed, name="zstd-feed", daemon=True,
+                                            args=(source, chunk_size))
+            self._feeder.start()
 
     def _feed(self, source, chunk_size) -> None:
         stdin = self._process.stdin
@@ -117,11 +130,14 @@ class ZstdFilter:
     def finish(self) -> None:
         """Wait for the feeder and zstd; raise the first failure."""
         self._finished = True
-        self._feeder.join()
+        if self._feeder is not None:
+            self._feeder.join()
         stderr = self._process.stderr.read().decode(errors="replace").strip()
         returncode = self._process.wait()
         self._process.stdout.close()
         self._process.stderr.close()
+        if self._file is not None:
+            self.fed = os.lseek(self._file, 0, os.SEEK_CUR) - self._start
         if self._error is not None:
             raise self._error
         if returncode != 0:
@@ -134,6 +150,7 @@ class ZstdFilter:
         self._finished = True
         self._process.kill()
         self._process.stdout.close()
-        self._feeder.join(timeout=30)  # it may be waiting on a slow source; it is a daemon
+        if self._feeder is not None:
+            self._feeder.join(timeout=30)  # it may be waiting on a slow source; it is a daemon
         self._process.wait()
         self._process.stderr.close()

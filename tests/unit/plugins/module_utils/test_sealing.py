@@ -72,8 +72,9 @@ def test_a_version_1_sha256_is_still_checked(key, mixed_data):
 
 
 @pytest.mark.parametrize("kind", ["file", "pipe"])
-def test_unbuffered_sources_are_spliced_into_zstd(key, mixed_data, tmp_path, kind):
-    """Bytes spliced (not read through Python) are counted and sealed all the same."""
+def test_unbuffered_sources_bypass_python(key, mixed_data, tmp_path, kind):
+    """Bytes zstd reads itself (a file) or that are spliced into it (a pipe),
+    never through Python, are counted and sealed all the same."""
     if kind == "file":
         (tmp_path / "data").write_bytes(mixed_data)
         source = open(tmp_path / "data", "rb", buffering=0)  # noqa: SIM115
@@ -90,6 +91,15 @@ def test_unbuffered_sources_are_spliced_into_zstd(key, mixed_data, tmp_path, kin
     if kind == "pipe":
         feeding.join()
         writer.wait()
+    assert opened(stored, key, expected_size=len(mixed_data)) == mixed_data
+
+
+def test_a_file_is_sealed_from_where_its_offset_stands(key, mixed_data, tmp_path):
+    """zstd reads the file itself: only what lies past the offset is sealed and counted."""
+    (tmp_path / "data").write_bytes(b"already read" + mixed_data)
+    with open(tmp_path / "data", "rb", buffering=0) as source:
+        source.read(len(b"already read"))
+        stored = sealed(mixed_data, key, source)
     assert opened(stored, key, expected_size=len(mixed_data)) == mixed_data
 
 
