@@ -122,6 +122,9 @@ class ZstdFilter:
             return b"".join(iter(lambda: self.read(PIPE_SIZE), b""))
         return self._process.stdout.read(min(size, PIPE_SIZE))
 
+    def readinto(self, buffer) -> int:
+        return self._process.stdout.readinto(buffer)
+
     def splice_to(self, fd: int, size: int) -> int:
         """Move up to ``size`` bytes of zstd's output into ``fd`` (a file, a pipe
         or a socket) without copying them through Python; 0 at the end."""

@@ -217,37 +217,53 @@ def _frame_aad(message_id: bytes, sequence: int, length: int, final: bool) -> by
             + struct.pack(">IQ", sequence, length))
 
 
+def _fill(source: BinaryIO, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``source.readinto``; fewer bytes only at the end of the stream."""
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(buffer):
+        count = source.readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
 def encrypt_stream(source: BinaryIO, data_key: bytes, encrypted_data_keys,
                    context: Mapping[str, str], write: Callable[[bytes], None],
                    frame_length: int) -> int:
-    """Write one message of ``source`` until EOF; returns its size in bytes."""
+    """Write one message of ``source`` (read with ``readinto``) until EOF; returns
+    its size in bytes."""
     header, key = new_header(data_key, encrypted_data_keys, context, frame_length)
     write(header.body + header.tag)
     written = header.size
     aead = AESGCM(key)
     sequence = 1
-    chunk = _read_exactly(source, frame_length)
+    # Two frame buffers, filled in place and reused: a megabyte allocated
+    # (and its pages faulted in) for every read cost more than the copy.
+    current, following = bytearray(frame_length), bytearray(frame_length)
+    length = _fill(source, current)
     while True:
         # A frame is final when the plaintext ends inside it; a stream that ends
         # on a frame boundary gets an empty final frame, as the SDK writes it.
-        following = _read_exactly(source, frame_length) if len(chunk) == frame_length else b""
-        final = len(chunk) < frame_length
+        final = length < frame_length
+        following_length = 0 if final else _fill(source, following)
         if sequence > MAX_FRAME_COUNT:
             raise MessageError("the stream is longer than one message can hold")
         iv = sequence.to_bytes(IV_BYTES, "big")
-        sealed = aead.encrypt(iv, chunk, _frame_aad(header.message_id, sequence, len(chunk),
-                                                    final))  # ciphertext, then the tag
+        sealed = aead.encrypt(iv, memoryview(current)[:length],
+                              _frame_aad(header.message_id, sequence, length, final))
         if final:
             prefix = FINAL_FRAME_MARKER + struct.pack(">I", sequence) + iv \
-                + struct.pack(">I", len(chunk))
+                + struct.pack(">I", length)
         else:
             prefix = struct.pack(">I", sequence) + iv
         write(prefix)  # two writes: joining would copy the megabyte once more
-        write(sealed)
+        write(sealed)  # ciphertext, then the tag
         written += len(prefix) + len(sealed)
         if final:
             return written
-        chunk = following
+        current, following, length = following, current, following_length
         sequence += 1
 
 

@@ -59,17 +59,27 @@ class ChecksumTail:
     it costs nothing, where a SHA-256 of the plaintext cost a core-second
     per GiB."""
 
-    def __init__(self, read: Callable[[int], bytes]):
+    def __init__(self, read: Callable[[int], bytes],
+                 readinto: Callable[[memoryview], int] | None = None):
         self._read = read
+        self._readinto = readinto
         self._first = b""
         self._last = b""
 
     def read(self, size: int) -> bytes:
         data = self._read(size)
-        if len(self._first) < ZSTD_HEADER_BYTES:
-            self._first = (self._first + data)[:ZSTD_HEADER_BYTES]
-        self._last = (self._last + data)[-4:] if len(data) < 4 else data[-4:]
+        self._remember(data)
         return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        count = self._readinto(buffer)
+        self._remember(buffer[:count])
+        return count
+
+    def _remember(self, data) -> None:
+        if len(self._first) < ZSTD_HEADER_BYTES:
+            self._first = (self._first + bytes(data[:ZSTD_HEADER_BYTES]))[:ZSTD_HEADER_BYTES]
+        self._last = (self._last + bytes(data))[-4:] if len(data) < 4 else bytes(data[-4:])
 
     def checksum(self) -> str | None:
         """None unless the stream is a zstd frame that carries a checksum."""
@@ -108,7 +118,7 @@ def seal(
     fd = splice_source(source)
     zstd = ZstdFilter(compress_command(compression.level, compression.threads),
                       source.read if fd is None else fd, MIB)
-    compressed = ChecksumTail(zstd.read)
+    compressed = ChecksumTail(zstd.read, zstd.readinto)
     sink = WriteBehind(write, depth=8)
     try:
         stored = encrypt_stream(compressed, data_key, wrapped_keys, context, sink.put,
