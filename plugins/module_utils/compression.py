@@ -61,10 +61,11 @@ def _is_regular_file(fd: int) -> bool:
 
 class ZstdFilter:
     """``zstd`` reading what ``source`` yields (fed by a thread, unless it is a
-    regular file) and readable like a file. ``source`` is a read function, or a
-    descriptor (see splice_source). ``fed`` counts the bytes zstd was given. ``finish`` waits
-    for both sides and raises what went wrong: the feeding side's error first
-    (e.g. a frame that failed authentication), then zstd's own."""
+    regular file) and readable like a file. ``source`` is a read function, or
+    a descriptor (see splice_source). ``fed`` counts the bytes zstd was given.
+    ``finish`` waits for both sides and raises what went wrong: the feeding
+    side's error first (e.g. a frame that failed authentication), then zstd's
+    own."""
 
     def __init__(self, argv: list[str], source: Callable[[int], bytes] | int, chunk_size: int):
         self._error: BaseException | None = None

@@ -107,10 +107,10 @@ def seal(
 ) -> SealedSize:
     """Compress and encrypt ``source`` until EOF, handing ciphertext to ``write``.
 
-    A zstd process reads an unbuffered file itself, or a thread feeds it
-    (by splice(2) from a pipe: no copy through Python), encryption runs here (the SDK makes the keys
-    and header, message_format the frames), and ``write`` in a thread behind:
-    the stages overlap on every core.
+    A zstd process reads an unbuffered file itself, or a thread feeds it (by
+    splice(2) from a pipe: no copy through Python), encryption runs here (the
+    SDK makes the keys and header, message_format the frames), and ``write``
+    in a thread behind: the stages overlap on every core.
     """
     compression = compression or Compression()
     _require_cryptography()
