@@ -18,7 +18,6 @@ from .errors import BackupError, ConfigError
 from .keys import LocalKey
 from .settings import build_vault
 from .settings_file import load_settings
-from .verification import RAW_STREAM_LAYOUT
 from .version import VERSION
 
 EXIT_OK, EXIT_WARNING, EXIT_ERROR = 0, 1, 2
@@ -45,6 +44,8 @@ def command_list(args) -> int:
 
 def command_backup_stream(args) -> int:
     """Seal standard input (or a file) as one object of a new backup."""
+    from .verification import RAW_STREAM_LAYOUT
+
     vault = _vault(args)
     meta = dict(item.split("=", 1) for item in args.meta)
     meta["layout"] = RAW_STREAM_LAYOUT  # no kind-specific structure to check later

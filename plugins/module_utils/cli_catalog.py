@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 
-from . import info, pruning, retention, verification
 from .errors import ConfigError
 from .monitoring import Monitor, MonitoringSettings, parse_max_age
 from .settings import build_vault
@@ -26,6 +25,8 @@ def _load(args):
 
 
 def command_verify(args) -> int:
+    from . import verification
+
     _settings, vault, monitor = _load(args)
     if args.sample is not None:
         pool = verification.sample_pool(vault.list(args.kind), [args.kind] if args.kind else None)
@@ -86,6 +87,8 @@ def _max_age(items: list[str], settings: dict) -> dict:
 
 
 def command_info(args) -> int:
+    from . import info
+
     settings, vault, monitor = _load(args)
     config = monitor.settings
     result = info.report(vault, kinds=args.kind or None, max_age=_max_age(args.max_age, settings),
@@ -118,6 +121,8 @@ def command_info(args) -> int:
 
 
 def command_prune(args) -> int:
+    from . import pruning, retention
+
     settings, vault, monitor = _load(args)
     policies = retention.policies_from_settings(settings.get("retention"))
     plan = pruning.collect(vault, policies, kinds=args.kind or None)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import sys
 
-from . import database, pitr
-from .pg_tools import Connection
 from .settings import build_vault
 from .settings_file import load_settings
 
 EXIT_OK, EXIT_WARNING = 0, 1
 
 
-def _connection(args) -> Connection:
+def _connection(args):
+    from .pg_tools import Connection
+
     return Connection(host=args.host, port=args.port, user=args.user, database=args.database,
                       dsn=args.dsn)
 
@@ -37,6 +37,8 @@ def _finish(result: dict, warnings: list[str], args) -> int:
 
 
 def command_database_backup(args) -> int:
+    from . import database, pitr
+
     vault = build_vault(load_settings(args.config))
     if args.type == "base":
         base = pitr.base_backup(vault, _connection(args), label=args.label)
@@ -53,6 +55,8 @@ def command_database_backup(args) -> int:
 
 
 def command_database_restore(args) -> int:
+    from . import database
+
     vault = build_vault(load_settings(args.config))
     restored = database.restore_database(
         vault, _connection(args), selector=args.selector, database=args.target, jobs=args.jobs,

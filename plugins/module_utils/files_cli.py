@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 
-from . import files
 from .settings import build_vault
 from .settings_file import load_settings
 
@@ -31,6 +30,8 @@ def _print(result: dict, args, line: str) -> None:
 
 
 def command_backup(args) -> int:
+    from . import files
+
     vault, state_dir = _setup(args)
     result = files.take_snapshot(vault, args.paths, label=args.label, kind=args.kind,
                                  excludes=args.exclude, state_dir=state_dir,
@@ -44,6 +45,8 @@ def command_backup(args) -> int:
 
 
 def command_restore(args) -> int:
+    from . import files
+
     vault, state_dir = _setup(args)
     result = files.restore_snapshot(
         vault, args.selector, kind=args.kind, label=args.label, paths=args.path or None,
@@ -63,6 +66,8 @@ def command_restore(args) -> int:
 
 def command_verify(args) -> int:
     """Every blob of one snapshot, or of all of them (each pack read once), in every copy."""
+    from . import files
+
     vault, _state_dir = _setup(args)
     if args.selector == "all":
         refs = [item.ref for item in vault.list(args.kind)]
@@ -89,6 +94,8 @@ def command_verify(args) -> int:
 
 
 def command_gc(args) -> int:
+    from . import files
+
     vault, _state_dir = _setup(args)
     report = files.collect_garbage(vault, args.kind, dry_run=args.dry_run)
     _print(report, args, f"{report['unused']} unused pack copies ({report['unused_bytes']} "

@@ -14,13 +14,14 @@ import sys
 
 from .settings import build_vault
 from .settings_file import load_settings
-from .wal import WalArchive
 
 EXIT_OK, EXIT_WARNING, EXIT_ERROR = 0, 1, 2
 DEFAULT_BATCH = 32  # 512 MiB of 16 MiB segments per process when the archiver lags
 
 
-def _archive(args) -> WalArchive:
+def _archive(args):
+    from .wal import WalArchive
+
     settings = load_settings(args.config)
     return WalArchive.from_settings(build_vault(settings), settings,
                                     getattr(args, "spool_dir", None))
@@ -28,6 +29,8 @@ def _archive(args) -> WalArchive:
 
 def command_wal_push(args) -> int:
     """Exit 0 only when the WAL file is durable (in the primary or in the spool)."""
+    from .wal import WalArchive
+
     settings = load_settings(args.config)
     archive = WalArchive.from_settings(build_vault(settings), settings, args.spool_dir)
     batch = args.batch or int((settings.get("wal") or {}).get("push_batch") or DEFAULT_BATCH)
