@@ -271,15 +271,6 @@ class Vault:
             raise StorageError("no repository can be listed: " + "; ".join(failures))
         return found
 
-    def open_shared(self, kind: str, name: str, entry: dict[str, Any] | None = None
-                    ) -> FailoverReader:
-        """A shared object's plaintext, failing over between repositories like
-        open_object; checked against ``entry`` (what add_shared returned) if given."""
-        return self._failover(shared_key(kind, name), shared_context(kind, name),
-                              expected_of(entry or {}),
-                              describe=f"shared object {kind}/{name}",
-                              object=f"{kind}/{SHARED_FOLDER}/{name}")
-
     def open_shared_copy(self, repository: Repository, kind: str, name: str) -> OpenedObject:
         """One repository's copy of a shared object, without failover (for verification)."""
         return self._copy(repository, shared_key(kind, name), shared_context(kind, name))
