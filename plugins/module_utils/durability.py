@@ -7,9 +7,11 @@ the kernel alone keeps new data in memory for half a minute.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 def fsync_directory(path: str) -> None:
@@ -19,6 +21,22 @@ def fsync_directory(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_file_system(path: str) -> None:
+    """Write back everything written to the file system that holds ``path``
+    (syncfs(2)): one call for a restored tree of thousands of files."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc().syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), path)
+    finally:
+        os.close(fd)
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
 
 
 class BackgroundSync:
@@ -60,3 +78,42 @@ class BackgroundSync:
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+
+class TreeWriteback:
+    """Durability for trees written file by file (a files restore): the file
+    systems of ``paths`` are synced in the background every ``step`` bytes
+    written, so that ``finish``, the sync before the tree is used, waits only
+    for the last few."""
+
+    def __init__(self, paths: Iterable[str], step: int = 64 << 20):
+        devices: dict[int, str] = {}
+        for path in paths:
+            devices.setdefault(os.stat(path).st_dev, path)
+        self._paths = list(devices.values())
+        self._step = step
+        self._written = 0
+        self._lock = threading.Lock()
+        self._sync = BackgroundSync(self._sync_all)
+
+    def _sync_all(self) -> None:
+        for path in self._paths:
+            sync_file_system(path)
+
+    def wrote(self, count: int) -> None:
+        with self._lock:
+            self._written += count
+            if self._written < self._step:
+                return
+            self._written = 0
+        self._sync.request()
+
+    def finish(self) -> None:
+        """Raise what a background sync hit; then sync what is still unwritten."""
+        self._sync.stop()
+        self._sync_all()
+
+    def abandon(self) -> None:
+        """Stop syncing (the tree is being thrown away); errors do not matter now."""
+        with contextlib.suppress(OSError):
+            self._sync.stop()

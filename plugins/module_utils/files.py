@@ -46,7 +46,15 @@ from typing import Any
 
 from .atomic_file import atomic_file
 from .catalog import DATE_PATTERN, BackupRef
-from .errors import BackupError, ConfigError, IntegrityError, KeyUnavailable, SelectorError
+from .durability import TreeWriteback, fsync_directory
+from .errors import (
+    BackupError,
+    ConfigError,
+    IntegrityError,
+    KeyUnavailable,
+    SelectorError,
+    StorageError,
+)
 
 MIB = 1 << 20
 CHUNK_SIZE = 4 * MIB  # large files are cut into blobs of this size
@@ -1140,22 +1148,33 @@ def _restore_snapshot(vault, selector: str = "latest", *, kind: str = "files",
             result.warnings += [f"safety backup: {warning}" for warning in safety.warnings]
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         stagings = []
+        writeback = None
         try:
             for unit in units:
                 unit.staging = _stage(unit)
                 stagings.append(unit.staging)
-            _fill(vault, kind, plan, units, stagings, result, skip_damaged)
+            writeback = TreeWriteback(stagings)
+            _fill(vault, kind, plan, units, stagings, result, skip_damaged, writeback.wrote)
             for unit, staging in _pairs(units):
                 _finish_metadata(unit, staging, restore_owners, result)
                 _check_staged(unit, staging, result)
                 if after_staging is not None:
                     after_staging({"/" + entry["path"]: _local(unit, staging, entry["path"])
                                    for entry in unit.entries if entry["type"] == "f"})
+            # On disk before it replaces anything: a crash after the swap must
+            # not leave empty restored files where the previous ones were.
+            try:
+                writeback.finish()
+            except OSError as error:
+                raise StorageError(f"the restored files could not be written to disk "
+                                   f"({error.strerror}); nothing was replaced") from error
             for unit, staging in _pairs(units):
                 kept = _swap(staging, unit.destination, stamp, keep_previous)
                 if kept:
                     result.previous.append(kept)
         except BaseException as error:
+            if writeback is not None:
+                writeback.abandon()
             for staging in stagings:
                 shutil.rmtree(staging, ignore_errors=True)
             vault.audit.record("restore", backup_id=ref.id, result="failed",
@@ -1222,8 +1241,9 @@ def _local(unit: _Unit, staging: str, path: str) -> str:
 
 
 def _fill(vault, kind, plan: Plan, units, stagings, result: RestoreResult,
-          skip_damaged: bool) -> None:
-    """Create directories and files, write every blob from its pack, then links."""
+          skip_damaged: bool, wrote: Callable[[int], None]) -> None:
+    """Create directories and files, write every blob from its pack, then links;
+    ``wrote(count)`` hears of every blob's bytes written."""
     targets: dict[str, list[tuple[str, int, bool]]] = {}  # blob -> (file, offset, sparse)
     files: dict[str, dict] = {}
     make_parents = _Parents().make
@@ -1247,7 +1267,7 @@ def _fill(vault, kind, plan: Plan, units, stagings, result: RestoreResult,
                     targets.setdefault(blob_id, []).append(
                         (local, offset, bool(entry.get("sparse"))))
                     offset += plan.blobs[blob_id][2]
-    damaged_blobs = _write_blobs(vault, kind, plan, targets, result)
+    damaged_blobs = _write_blobs(vault, kind, plan, targets, result, wrote)
     if damaged_blobs:
         hit = sorted(local for local, entry in files.items()
                      if any(blob in damaged_blobs for blob in entry["blobs"]))
@@ -1309,7 +1329,8 @@ class _Parents:
         self._checked.add(parent)
 
 
-def _write_blobs(vault, kind, plan: Plan, targets: dict, result: RestoreResult) -> set[str]:
+def _write_blobs(vault, kind, plan: Plan, targets: dict, result: RestoreResult,
+                 wrote: Callable[[int], None]) -> set[str]:
     """Stream each needed pack once and write its blobs where they belong."""
     by_pack: dict[str, list[tuple[int, int, str]]] = {}
     for blob_id in targets:
@@ -1325,7 +1346,7 @@ def _write_blobs(vault, kind, plan: Plan, targets: dict, result: RestoreResult) 
             if not missing:
                 break
             failed, error = _blobs_from_copy(vault, repository, kind, pack, missing, targets,
-                                             zero)
+                                             zero, wrote)
             if error is not None:
                 problems.append(f"pack {pack} in {repository.name}: {error}")
                 vault.audit.record("read", repository=repository.name, object=pack,
@@ -1343,7 +1364,7 @@ def _write_blobs(vault, kind, plan: Plan, targets: dict, result: RestoreResult) 
     return damaged
 
 
-def _blobs_from_copy(vault, repository, kind, pack, wanted, targets, zero):
+def _blobs_from_copy(vault, repository, kind, pack, wanted, targets, zero, wrote):
     """Write what one copy of a pack yields; returns the blobs still missing and the error."""
     failed = []
     position = 0
@@ -1365,6 +1386,7 @@ def _blobs_from_copy(vault, repository, kind, pack, wanted, targets, zero):
                     continue
                 for local, file_offset, sparse in targets[blob_id]:
                     _write_at(local, file_offset, data, sparse, zero)
+                    wrote(length)
     except KeyUnavailable:
         raise
     except BackupError as error:
@@ -1512,6 +1534,7 @@ def _swap(staging: str, destination: str, stamp: str, keep_previous: bool) -> st
             shutil.rmtree(aside)
         else:
             os.unlink(aside)
+    fsync_directory(os.path.dirname(destination))  # the renames themselves, on disk
     shutil.rmtree(staging, ignore_errors=True)
     return kept
 

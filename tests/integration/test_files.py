@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -11,7 +12,11 @@ import pytest
 from tests.engine import errors
 from tests.integration.filetrees import T0, allocated, change_files, describe, make_tree, write
 
-from ansible_collections.cosmic.backup.plugins.module_utils import files, verification  # isort: skip
+from ansible_collections.cosmic.backup.plugins.module_utils import (  # isort: skip
+    durability,
+    files,
+    verification,
+)
 
 
 @pytest.fixture
@@ -125,6 +130,63 @@ def test_restore_in_place_takes_a_safety_backup_and_keeps_the_previous_files(
     assert safety["meta"]["label"] == "uploads-safety"
     assert not [name for name in os.listdir(root.parent) if files.STAGING_MARK in name]
 
+
+
+def test_a_restore_is_on_disk_before_it_replaces_the_current_files(local_vault, tree, state,
+                                                                    monkeypatch):
+    """A crash just after the swap must not leave empty files in place of the previous
+    ones: the staged tree is synced (syncfs) before the rename, and in the background
+    while it is written."""
+    root, _facts = tree
+    files.take_snapshot(local_vault, [str(root)], label="uploads", state_dir=state)
+    synced: list[tuple[str, bool, bool]] = []  # (path, destination replaced yet, in finish)
+    real_sync = durability.sync_file_system
+    finishing = []
+
+    def recording_sync(path):
+        real_sync(path)  # the real syncfs(2) on the real file system
+        replaced = not any(files.STAGING_MARK in name for name in os.listdir(root.parent))
+        synced.append((path, replaced, bool(finishing)))
+
+    real_finish = durability.TreeWriteback.finish
+
+    def finish(self):
+        finishing.append(True)
+        real_finish(self)
+
+    monkeypatch.setattr(durability, "sync_file_system", recording_sync)
+    monkeypatch.setattr(durability.TreeWriteback, "finish", finish)
+    monkeypatch.setattr(durability.TreeWriteback.__init__, "__defaults__", (1 << 20,))
+    result = files.restore_snapshot(local_vault, "latest", label="uploads", state_dir=state)
+    assert result.files > 60 and result.previous
+    final = [entry for entry in synced if entry[2]]
+    assert final and all(not replaced for _path, replaced, _final in final)
+    # the tree holds a 64 MiB sparse file and more: background syncs ran while writing
+    assert [entry for entry in synced if not entry[2]]
+    assert all(files.STAGING_MARK in path for path, _replaced, _final in synced)
+
+
+def test_a_disk_that_fails_the_sync_replaces_nothing(local_vault, tree, state, monkeypatch):
+    root, _facts = tree
+    files.take_snapshot(local_vault, [str(root)], label="uploads", state_dir=state)
+    shutil.rmtree(root / "d2")
+    current = describe(root)
+
+    def failing_sync(path):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+
+    monkeypatch.setattr(durability, "sync_file_system", failing_sync)
+    with pytest.raises(errors.StorageError, match="could not be written to disk .*nothing was "
+                                                  "replaced"):
+        files.restore_snapshot(local_vault, "latest", label="uploads", state_dir=state,
+                               safety_backup=False)
+    assert describe(root) == current
+    assert not [name for name in os.listdir(root.parent) if files.STAGING_MARK in name]
+
+def test_sync_file_system_names_a_path_it_cannot_open(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        durability.sync_file_system(str(tmp_path / "missing"))
+    durability.sync_file_system(str(tmp_path))
 
 def test_a_second_restore_refuses_to_race_one_still_running(local_vault, tree, state):
     root, facts = tree
