@@ -176,8 +176,8 @@ def test_a_disk_that_fails_the_sync_replaces_nothing(local_vault, tree, state, m
         raise OSError(errno.EIO, os.strerror(errno.EIO), path)
 
     monkeypatch.setattr(durability, "sync_file_system", failing_sync)
-    with pytest.raises(errors.StorageError, match="could not be written to disk .*nothing was "
-                                                  "replaced"):
+    with pytest.raises(errors.StorageError, match=r"could not be written to disk .*nothing was "
+                                                  r"replaced"):
         files.restore_snapshot(local_vault, "latest", label="uploads", state_dir=state,
                                safety_backup=False)
     assert describe(root) == current
