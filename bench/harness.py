@@ -183,9 +183,29 @@ class ShellResult:
     output_tail: str
 
 
+def server_cpu_seconds(data_dir: str) -> float:
+    """CPU time of a running PostgreSQL server and of the backends it has reaped
+    (``/proc/PID/stat``: utime, stime, cutime, cstime of the postmaster). A
+    command's connections are served by backends that are not its children."""
+    with open(os.path.join(data_dir, "postmaster.pid"), encoding="utf-8") as handle:
+        pid = int(handle.readline())
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _outside_cpu(context: Context) -> float:
+    """CPU time spent for a row's command outside its process tree: the bench
+    database's server, for the rows that use it."""
+    database = context.data.get("database")
+    return server_cpu_seconds(database.cluster.data_dir) if database is not None else 0.0
+
+
 def run_shell(command: str, context: Context, keep_stdout: bool = False) -> ShellResult:
     """Run ``command`` under bash with pipefail; wall time and the CPU time of all its
-    processes. The tail is stderr's, after stdout's with ``keep_stdout``."""
+    processes and of the bench database's backends that served it. The tail is
+    stderr's, after stdout's with ``keep_stdout``."""
+    outside = _outside_cpu(context)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.run(
@@ -195,7 +215,8 @@ def run_shell(command: str, context: Context, keep_stdout: bool = False) -> Shel
     )
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) \
+        + _outside_cpu(context) - outside
     output = (process.stdout or b"") + process.stderr
     tail = output.decode(errors="replace").strip()[-2000:]
     return ShellResult(process.returncode, seconds, cpu, tail)

@@ -221,7 +221,8 @@ def render(info: RunInfo, results: list[RowResult]) -> str:
         "",
         "Ratio: median wall-clock time of ours divided by the anchor's; below 1.0 ours is "
         "faster. Peak RSS: maximum resident memory of our process over its runs. CPU ratio: "
-        "the same for CPU time (user + system of every process of the command), which a "
+        "the same for CPU time (user + system of every process of the command, and of the "
+        "bench database's backends that served it), which a "
         "busy shared machine disturbs less than wall-clock time; the verdict uses wall-clock "
         "time.",
         "",
@@ -250,7 +251,7 @@ def render(info: RunInfo, results: list[RowResult]) -> str:
             lines.append("- untimed warm-up: the anchor's command, once, before the timed runs")
         lines += [
             f"- runs (s): ours {samples['ours'] or 'none'}; anchor {samples['anchor'] or 'none'}",
-            f"- CPU time, median (s, user+system of every process): ours "
+            f"- CPU time, median (s, user+system of every process and database backend): ours "
             f"{_fmt(result.median_cpu('ours'))}, anchor {_fmt(result.median_cpu('anchor'))}",
         ]
         if result.median_stored("ours") is not None and result.median_stored("anchor"):

@@ -10,7 +10,7 @@ import pytest
 
 from bench import data, rows
 from bench import run as bench_run
-from bench.harness import Row, RowResult, Sample, Target
+from bench.harness import Row, RowResult, Sample, Target, server_cpu_seconds
 
 SCALE = 0.002  # 40 files, a 2 MiB stream, pgbench -s 1
 
@@ -68,6 +68,20 @@ def test_database_is_the_same_every_time(tmp_path):
     assert made.info["checksum"]["tables"]["pgbench_accounts"]["rows"] == 100_000
     assert int(rows_found) == data.document_rows(SCALE)
 
+
+
+def test_the_cpu_of_backends_that_served_a_command_is_counted(tmp_path):
+    """pg_dump's backend works for it outside its process tree: the harness adds
+    what the postmaster reaped during the command."""
+    base = tempfile.mkdtemp(prefix="cosmic-bench-pg-")
+    try:
+        with data.bench_cluster(base, log=quiet) as cluster:
+            before = server_cpu_seconds(cluster.data_dir)
+            cluster.psql("SELECT count(*) FROM generate_series(1, 3000000)")
+            after = server_cpu_seconds(cluster.data_dir)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert after - before >= 0.1
 
 def test_harness_runs_every_row_and_writes_the_report(data_dir, tmp_path):
     output = tmp_path / "RESULTS.md"
