@@ -28,15 +28,16 @@ def sync_file_system(path: str) -> None:
     (syncfs(2)): one call for a restored tree of thousands of files."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        if _libc().syncfs(fd) != 0:
+        try:
+            syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):  # a libc without it: sync every file system
+            os.sync()
+            return
+        if syncfs(fd) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code), path)
     finally:
         os.close(fd)
-
-
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
 
 
 class BackgroundSync:
