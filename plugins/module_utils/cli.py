@@ -2,6 +2,10 @@
 
 Exit codes: 0 ok, 1 done with warnings (e.g. the secondary copy failed),
 2 error (nothing was changed that a restore could pick).
+
+Command handlers here and in the ``*_cli`` modules import the engine modules
+they use inside the handler: a start loads only its own command's engine
+(archive_command and timers start the CLI often; tests/integration/test_cli.py).
 """
 
 from __future__ import annotations
