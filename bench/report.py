@@ -272,7 +272,9 @@ def render(info: RunInfo, results: list[RowResult]) -> str:
         "command's writeback is not billed to the next. Ours fsyncs each object before it "
         "commits it (inside its time); the issue's anchor (`> file`) does not, so "
         "store-stream-durable repeats the row with `sync FILE` (an fsync of that file) "
-        "after the anchor.",
+        "after the anchor. A files restore likewise syncs the restored tree before it "
+        "swaps it in (restic does not): files-restore-durable repeats that row with "
+        "`sync -f` (a syncfs) after the anchor.",
         "- Fresh state: store rows start each timed command with no repository and no output "
         "file; our repository and key are local (`keys.local_key_file`), compression "
         "`{level: 3, threads: 2}` like `zstd -3 -T2`.",

@@ -109,6 +109,19 @@ ROWS = [
         needs=("tree",), inputs=("{repo}", "{work}/restic"), setup=_stored, reset=_no_outputs,
     ),
     Row(
+        # Ours syncs the restored tree before it swaps it in (a crash must not
+        # leave files full of zeros); restic leaves it in the page cache. This
+        # row syncs the anchor's file system too (`sync -f`, a syncfs), to show
+        # what of the gap is the disk.
+        name="files-restore-durable",
+        summary="the files-restore row with the anchor's restored tree synced too "
+                "(informational)",
+        ours=OURS + " restore latest --label bench --target {work}/out-ours --no-safety-backup",
+        anchor=RESTIC + " restore latest --target {work}/out-anchor && sync -f {work}/out-anchor",
+        target=Target(ratio=None),
+        needs=("tree",), inputs=("{repo}", "{work}/restic"), setup=_stored, reset=_no_outputs,
+    ),
+    Row(
         name="files-verify-data",
         summary="read and check every stored byte of the snapshots (restic check --read-data)",
         ours=OURS + " verify all",
