@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import shutil
@@ -131,7 +132,6 @@ def test_restore_in_place_takes_a_safety_backup_and_keeps_the_previous_files(
     assert not [name for name in os.listdir(root.parent) if files.STAGING_MARK in name]
 
 
-
 def test_a_restore_is_on_disk_before_it_replaces_the_current_files(local_vault, tree, state,
                                                                     monkeypatch):
     """A crash just after the swap must not leave empty files in place of the previous
@@ -156,7 +156,9 @@ def test_a_restore_is_on_disk_before_it_replaces_the_current_files(local_vault, 
 
     monkeypatch.setattr(durability, "sync_file_system", recording_sync)
     monkeypatch.setattr(durability.TreeWriteback, "finish", finish)
-    monkeypatch.setattr(durability.TreeWriteback.__init__, "__defaults__", (1 << 20,))
+    # a sync every MiB written: the test tree is small
+    monkeypatch.setattr(files, "TreeWriteback",
+                        functools.partial(durability.TreeWriteback, step=1 << 20))
     result = files.restore_snapshot(local_vault, "latest", label="uploads", state_dir=state)
     assert result.files > 60 and result.previous
     final = [entry for entry in synced if entry[2]]
@@ -183,10 +185,12 @@ def test_a_disk_that_fails_the_sync_replaces_nothing(local_vault, tree, state, m
     assert describe(root) == current
     assert not [name for name in os.listdir(root.parent) if files.STAGING_MARK in name]
 
+
 def test_sync_file_system_names_a_path_it_cannot_open(tmp_path):
     with pytest.raises(FileNotFoundError):
         durability.sync_file_system(str(tmp_path / "missing"))
     durability.sync_file_system(str(tmp_path))
+
 
 def test_a_second_restore_refuses_to_race_one_still_running(local_vault, tree, state):
     root, facts = tree
