@@ -4,6 +4,7 @@ from ansible_collections.cosmic.backup.plugins.module_utils import (  # noqa: F4
     audit,
     catalog,
     cli,
+    compression,
     durability,
     errors,
     keys,

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 
 from . import cli_catalog, database_cli, files_cli, wal_cli
 from .atomic_file import atomic_file
+from .compression import Compression
 from .errors import BackupError, ConfigError
-from .keys import LocalKey
 from .settings import build_vault
 from .settings_file import load_settings
 from .version import VERSION
@@ -47,17 +47,23 @@ def command_list(args) -> int:
 
 
 def command_backup_stream(args) -> int:
-    """Seal standard input (or a file) as one object of a new backup."""
-    from .verification import RAW_STREAM_LAYOUT
+    """Seal standard input (or a file) as one object of a new backup.
 
-    vault = _vault(args)
+    zstd starts first, so that loading the engine, the key and the repository
+    overlaps the compression, the long pole.
+    """
+    settings = load_settings(args.config)
     meta = dict(item.split("=", 1) for item in args.meta)
-    meta["layout"] = RAW_STREAM_LAYOUT  # no kind-specific structure to check later
-    # Unbuffered, so that zstd's input is spliced straight from it (sealing.seal).
+    # Unbuffered, so that zstd's input is spliced straight from it.
     source = (open(args.file, "rb", buffering=0) if args.file  # noqa: SIM115
               else open(sys.stdin.fileno(), "rb", buffering=0, closefd=False))  # noqa: SIM115
-    with source, vault.new_backup(args.kind, meta) as backup:
-        entry = backup.add_stream(args.name, source)
+    with source, Compression.from_settings(settings).start(source) as compressed:
+        from .verification import RAW_STREAM_LAYOUT
+
+        meta["layout"] = RAW_STREAM_LAYOUT  # no kind-specific structure to check later
+        vault = build_vault(settings)
+        with vault.new_backup(args.kind, meta) as backup:
+            entry = backup.add_stream(args.name, compressed)
     _report({"backup_id": backup.id, "object": entry, "warnings": backup.warnings}, args)
     return _warned(backup.warnings)
 
@@ -111,6 +117,8 @@ def _key_path(args) -> str:
 
 
 def command_key_init(args) -> int:
+    from .keys import LocalKey
+
     path = _key_path(args)
     if os.path.exists(path):
         print(f"{path} already holds key {LocalKey.load(path).key_id}; nothing changed")
@@ -123,6 +131,8 @@ def command_key_init(args) -> int:
 
 
 def command_key_export(args) -> int:
+    from .keys import LocalKey
+
     key = LocalKey.load(_key_path(args))
     print(f"# cosmic-backup recovery code for key {key.key_id}")
     print(f"# created {datetime.now(timezone.utc):%Y-%m-%d}; keep it apart from the backups")
@@ -131,6 +141,8 @@ def command_key_export(args) -> int:
 
 
 def command_key_import(args) -> int:
+    from .keys import LocalKey
+
     path = _key_path(args)
     lines = [line for line in sys.stdin.read().splitlines() if not line.startswith("#")]
     key = LocalKey.from_recovery_code(" ".join(lines))

@@ -11,7 +11,6 @@ import json
 import sys
 
 from .errors import ConfigError
-from .monitoring import Monitor, MonitoringSettings, parse_max_age
 from .settings import build_vault
 from .settings_file import load_settings
 
@@ -19,6 +18,8 @@ EXIT_OK, EXIT_WARNING, EXIT_ERROR = 0, 1, 2
 
 
 def _load(args):
+    from .monitoring import Monitor, MonitoringSettings
+
     settings = load_settings(args.config)
     return settings, build_vault(settings), Monitor(
         MonitoringSettings.from_dict(settings.get("monitoring")))
@@ -73,6 +74,8 @@ def command_verify(args) -> int:
 
 
 def _max_age(items: list[str], settings: dict) -> dict:
+    from .monitoring import parse_max_age
+
     if not items:
         return parse_max_age((settings.get("monitoring") or {}).get("max_age"))
     if items == ["guide"]:

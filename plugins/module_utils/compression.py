@@ -17,6 +17,8 @@ import stat
 import subprocess
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from .errors import ConfigError, ExternalCommandError
 
@@ -38,6 +40,23 @@ def compress_command(level: int, threads: int) -> list[str]:
 
 def decompress_command() -> list[str]:
     return zstd_command("-d")
+
+
+@dataclass(frozen=True)
+class Compression:
+    level: int = 3
+    threads: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Compression:
+        section = settings.get("compression") or {}
+        return cls(int(section.get("level", cls.level)), int(section.get("threads", cls.threads)))
+
+    def start(self, source) -> ZstdFilter:
+        """zstd compressing what ``source`` (a readable) yields, from now on."""
+        fd = splice_source(source)
+        return ZstdFilter(compress_command(self.level, self.threads),
+                          source.read if fd is None else fd, PIPE_SIZE)
 
 
 def _widen(pipe) -> None:
@@ -86,6 +105,12 @@ class ZstdFilter:
             self._feeder = threading.Thread(target=self._feed, name="zstd-feed", daemon=True,
                                             args=(source, chunk_size))
             self._feeder.start()
+
+    def __enter__(self) -> ZstdFilter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.abort()  # nothing to do once finished
 
     def _feed(self, source, chunk_size) -> None:
         stdin = self._process.stdin

@@ -423,7 +423,8 @@ class BackupWriter:
         self.ref = BackupRef.parse(backup_id)
 
     def add_stream(self, name: str, source: BinaryIO) -> dict[str, Any]:
-        """Seal everything ``source`` yields as object ``name``."""
+        """Seal everything ``source`` yields as object ``name``; ``source`` may
+        be zstd already at work on it (compression.Compression.start)."""
         catalog.check_object_name(name)
         if name == catalog.MANIFEST_NAME or any(o["name"] == name for o in self.objects):
             raise BackupError(f"object name {name!r} is already used in this backup")

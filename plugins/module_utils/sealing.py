@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .compression import ZstdFilter, compress_command, decompress_command, splice_source
+from .compression import Compression, ZstdFilter, decompress_command
 from .errors import ConfigError, ExternalCommandError, IntegrityError, KeyUnavailable
 from .keys import LOCAL_PROVIDER_ID
 from .message_format import (
@@ -36,12 +36,6 @@ ZSTD_CHECKSUM_FLAG = 0x04
 FRAME_LENGTH = MIB
 CONTEXT_PREFIX = "cosmic-backup:"
 RAW_KEY_INFO_SUFFIX = 4 + 4 + 12
-
-
-@dataclass(frozen=True)
-class Compression:
-    level: int = 3
-    threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -99,7 +93,7 @@ def encryption_context(backup_id: str, name: str) -> dict[str, str]:
 
 
 def seal(
-    source: BinaryIO,
+    source: BinaryIO | ZstdFilter,
     keys,
     context: Mapping[str, str],
     write: Callable[[bytes], None],
@@ -110,25 +104,24 @@ def seal(
     A zstd process reads an unbuffered file itself, or a thread feeds it (by
     splice(2) from a pipe: no copy through Python), encryption runs here (the
     SDK makes the keys and header, message_format the frames), and ``write``
-    in a thread behind: the stages overlap on every core.
+    in a thread behind: the stages overlap on every core. ``source`` may be
+    a ZstdFilter already at work (Compression.start): the CLI starts zstd
+    before it loads the engine.
     """
-    compression = compression or Compression()
     _require_cryptography()
-    data_key, wrapped_keys = keys.new_data_key(context)
-    fd = splice_source(source)
-    zstd = ZstdFilter(compress_command(compression.level, compression.threads),
-                      source.read if fd is None else fd, MIB)
-    compressed = ChecksumTail(zstd.read, zstd.readinto)
-    sink = WriteBehind(write, depth=8)
-    try:
-        stored = encrypt_stream(compressed, data_key, wrapped_keys, context, sink.put,
-                                FRAME_LENGTH)
-        zstd.finish()
-    except BaseException:
-        zstd.abort()
-        raise
-    finally:
-        sink.close()
+    compression = compression or Compression()
+    # zstd first: it works while the data key is made (a KMS round trip)
+    zstd = source if isinstance(source, ZstdFilter) else compression.start(source)
+    with zstd:  # stops zstd if anything below fails
+        data_key, wrapped_keys = keys.new_data_key(context)
+        compressed = ChecksumTail(zstd.read, zstd.readinto)
+        sink = WriteBehind(write, depth=8)
+        try:
+            stored = encrypt_stream(compressed, data_key, wrapped_keys, context, sink.put,
+                                    FRAME_LENGTH)
+            zstd.finish()
+        finally:
+            sink.close()
     return SealedSize(zstd.fed, compressed.checksum(), stored)
 
 

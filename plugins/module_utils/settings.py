@@ -21,20 +21,24 @@ Ansible) from which the engine's vault is built.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .audit import AuditLog
+from .compression import Compression
 from .errors import ConfigError
-from .keys import KmsKeys, LocalKey
-from .monitoring import Monitor, MonitoringSettings
-from .repository import Repository, Vault
-from .sealing import Compression
-from .storage import open_storage
+
+if TYPE_CHECKING:
+    from .repository import Repository, Vault
+
+# Every CLI start imports this module; the engine a vault is made of (the
+# Encryption SDK, storage, monitoring) is imported by the builders below, so
+# that `backup-stream` can start zstd before it is loaded (cli.py).
 
 S3_OPTIONS = ("endpoint_url", "region", "profile", "part_size", "concurrency")
 
 
 def build_keys(settings: dict[str, Any]):
+    from .keys import KmsKeys, LocalKey
+
     keys = settings.get("keys") or {}
     if keys.get("kms_key_arns"):
         return KmsKeys(tuple(keys["kms_key_arns"]), keys.get("kms_endpoint_url"))
@@ -44,6 +48,9 @@ def build_keys(settings: dict[str, Any]):
 
 
 def build_repositories(settings: dict[str, Any]) -> list[Repository]:
+    from .repository import Repository
+    from .storage import open_storage
+
     entries = settings.get("repositories") or []
     if not entries:
         raise ConfigError("no repository configured: add a primary under `repositories`")
@@ -62,11 +69,14 @@ def build_repositories(settings: dict[str, Any]) -> list[Repository]:
 
 
 def build_vault(settings: dict[str, Any], *, keys=None) -> Vault:
-    compression = settings.get("compression") or {}
+    from .audit import AuditLog
+    from .monitoring import Monitor, MonitoringSettings
+    from .repository import Vault
+
     return Vault(
         build_repositories(settings),
         keys if keys is not None else (lambda: build_keys(settings)),
         AuditLog(settings.get("audit_log")),
-        Compression(int(compression.get("level", 3)), int(compression.get("threads", 2))),
+        Compression.from_settings(settings),
         Monitor(MonitoringSettings.from_dict(settings.get("monitoring"))),
     )

@@ -5,13 +5,15 @@ import re
 import subprocess
 import tempfile
 import threading
+import time
+from pathlib import Path
 
 import aws_encryption_sdk
 import pytest
 import zstandard
 from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
 
-from tests.engine import errors, keys, sealing
+from tests.engine import compression, errors, keys, sealing
 from tests.unit.plugins.module_utils.test_message_format import sdk_raw_key
 
 CONTEXT = sealing.encryption_context("20260101T000000.000Z-files-aaaaaa", "data")
@@ -85,13 +87,39 @@ def test_unbuffered_sources_bypass_python(key, mixed_data, tmp_path, kind):
         feeding = threading.Thread(
             target=lambda: (writer.stdin.write(mixed_data), writer.stdin.close()))
         feeding.start()
-    assert sealing.splice_source(source) is not None
+    assert compression.splice_source(source) is not None
     with source:
         stored = sealed(mixed_data, key, source)
     if kind == "pipe":
         feeding.join()
         writer.wait()
     assert opened(stored, key, expected_size=len(mixed_data)) == mixed_data
+
+
+class SlowKey:
+    """A key whose data keys take a while, as a KMS round trip does; it notes
+    whether a zstd process was running meanwhile."""
+
+    def __init__(self, key):
+        self.key = key
+        self.zstd_was_running = False
+
+    def new_data_key(self, context):
+        deadline = time.monotonic() + 5
+        while not self.zstd_was_running and time.monotonic() < deadline:
+            self.zstd_was_running = any(
+                Path(f"/proc/{pid}/comm").read_text().strip() == "zstd"
+                for pid in Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
+                .read_text().split())
+            time.sleep(0.01)
+        return self.key.new_data_key(context)
+
+
+def test_zstd_compresses_while_the_data_key_is_made(key, mixed_data):
+    slow, out = SlowKey(key), io.BytesIO()
+    sealing.seal(io.BytesIO(mixed_data), slow, CONTEXT, out.write)
+    assert slow.zstd_was_running
+    assert opened(out.getvalue(), key, expected_size=len(mixed_data)) == mixed_data
 
 
 def test_a_file_is_sealed_from_where_its_offset_stands(key, mixed_data, tmp_path):
