@@ -19,20 +19,18 @@ EXIT_OK, EXIT_WARNING, EXIT_ERROR = 0, 1, 2
 DEFAULT_BATCH = 32  # 512 MiB of 16 MiB segments per process when the archiver lags
 
 
-def _archive(args):
+def _archive(args, settings=None):
     from .wal import WalArchive
 
-    settings = load_settings(args.config)
+    settings = settings or load_settings(args.config)
     return WalArchive.from_settings(build_vault(settings), settings,
                                     getattr(args, "spool_dir", None))
 
 
 def command_wal_push(args) -> int:
     """Exit 0 only when the WAL file is durable (in the primary or in the spool)."""
-    from .wal import WalArchive
-
     settings = load_settings(args.config)
-    archive = WalArchive.from_settings(build_vault(settings), settings, args.spool_dir)
+    archive = _archive(args, settings)
     batch = args.batch or int((settings.get("wal") or {}).get("push_batch") or DEFAULT_BATCH)
     result = archive.push(args.path, batch=batch)
     for warning in result.warnings:
