@@ -129,9 +129,12 @@ def test_role_configures_archiving_and_rpo_holds_under_pgbench(tmp_path):
         writer.join(30)
         load.kill()
         load.wait()
-        for _ in range(100):  # the postmaster's children follow it
-            if subprocess.run(["pgrep", "-f", cluster.data_dir], capture_output=True
-                              ).returncode != 0:
+        # Its children follow it, and init reaps it (here in about a second):
+        # until then its zombie's pid, in the socket's lock file, stops the
+        # restored server from starting ("another postmaster").
+        for _ in range(300):
+            if not os.path.exists(f"/proc/{pid}") and subprocess.run(
+                    ["pgrep", "-f", cluster.data_dir], capture_output=True).returncode != 0:
                 break
             time.sleep(0.1)
 
