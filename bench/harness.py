@@ -183,29 +183,75 @@ class ShellResult:
     output_tail: str
 
 
-def server_cpu_seconds(data_dir: str) -> float:
-    """CPU time of a running PostgreSQL server and of the backends it has reaped
-    (``/proc/PID/stat``: utime, stime, cutime, cstime of the postmaster). A
-    command's connections are served by backends that are not its children."""
+@dataclass(frozen=True)
+class ServerMark:
+    """A PostgreSQL server's CPU time so far, and the processes serving it then."""
+
+    cpu_seconds: float
+    children: frozenset[int]
+
+
+def _postmaster_pid(data_dir: str) -> int:
     with open(os.path.join(data_dir, "postmaster.pid"), encoding="utf-8") as handle:
-        pid = int(handle.readline())
-    with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return int(handle.readline())
 
 
-def _outside_cpu(context: Context) -> float:
-    """CPU time spent for a row's command outside its process tree: the bench
-    database's server, for the rows that use it."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name (state first), or
+    None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _children(pid: int) -> frozenset[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None and int(fields[1]) == pid:
+                found.add(int(entry))
+    return frozenset(found)
+
+
+def server_mark(data_dir: str) -> ServerMark:
+    """CPU time of a running PostgreSQL server and of the backends it has reaped
+    (utime, stime, cutime, cstime of the postmaster). A command's connections
+    are served by backends that are not its children."""
+    pid = _postmaster_pid(data_dir)
+    fields = _stat_fields(pid)
+    if fields is None:
+        raise RuntimeError(f"the PostgreSQL server of {data_dir} is not running")
+    seconds = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return ServerMark(seconds, _children(pid))
+
+
+def server_cpu_since(data_dir: str, mark: ServerMark, timeout: float = 2.0) -> float:
+    """CPU the server spent since ``mark``. A client returns before its backend
+    has exited, so wait (at most ``timeout``) until every backend started
+    since the mark has been reaped: only then is its CPU in the postmaster's."""
+    pid = _postmaster_pid(data_dir)
+    deadline = time.monotonic() + timeout
+    while _children(pid) - mark.children and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return server_mark(data_dir).cpu_seconds - mark.cpu_seconds
+
+
+def _database_dir(context: Context) -> str | None:
+    """The bench database's data directory, for the rows that use it: its
+    server's CPU counts towards a command that used it."""
     database = context.data.get("database")
-    return server_cpu_seconds(database.cluster.data_dir) if database is not None else 0.0
+    return database.cluster.data_dir if database is not None else None
 
 
 def run_shell(command: str, context: Context, keep_stdout: bool = False) -> ShellResult:
     """Run ``command`` under bash with pipefail; wall time and the CPU time of all its
     processes and of the bench database's backends that served it. The tail is
     stderr's, after stdout's with ``keep_stdout``."""
-    outside = _outside_cpu(context)
+    server = _database_dir(context)
+    mark = server_mark(server) if server else None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.run(
@@ -216,7 +262,7 @@ def run_shell(command: str, context: Context, keep_stdout: bool = False) -> Shel
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) \
-        + _outside_cpu(context) - outside
+        + (server_cpu_since(server, mark) if server else 0.0)
     output = (process.stdout or b"") + process.stderr
     tail = output.decode(errors="replace").strip()[-2000:]
     return ShellResult(process.returncode, seconds, cpu, tail)
