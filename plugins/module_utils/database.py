@@ -590,6 +590,9 @@ def _feed(argv: list[str], plain: BinaryIO, into: Connection) -> None:
 def compare_tables(connection: Connection, meta: dict, bindir: str | None = None) -> list[Check]:
     """One check per table of the manifest: present, and with the recorded row count."""
     with Session(connection, bindir) as session:
+        # Parallel workers help (the cores are free after pg_restore); JIT does
+        # not: compiling each table's count cost 0.1 s of 0.4 s on the bench data.
+        session.query("set jit = off")
         found = session.json(COUNTS_SQL) or {}
     expected = meta.get("tables") or {}
     checks = []
