@@ -187,13 +187,9 @@ class ShellResult:
 class ServerMark:
     """A PostgreSQL server's CPU time so far, and the processes serving it then."""
 
+    postmaster: int
     cpu_seconds: float
     children: frozenset[int]
-
-
-def _postmaster_pid(data_dir: str) -> int:
-    with open(os.path.join(data_dir, "postmaster.pid"), encoding="utf-8") as handle:
-        return int(handle.readline())
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -216,27 +212,30 @@ def _children(pid: int) -> frozenset[int]:
     return frozenset(found)
 
 
+def _mark(postmaster: int) -> ServerMark:
+    fields = _stat_fields(postmaster)
+    if fields is None:
+        raise RuntimeError(f"the PostgreSQL server (pid {postmaster}) is not running")
+    seconds = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return ServerMark(postmaster, seconds, _children(postmaster))
+
+
 def server_mark(data_dir: str) -> ServerMark:
     """CPU time of a running PostgreSQL server and of the backends it has reaped
     (utime, stime, cutime, cstime of the postmaster). A command's connections
     are served by backends that are not its children."""
-    pid = _postmaster_pid(data_dir)
-    fields = _stat_fields(pid)
-    if fields is None:
-        raise RuntimeError(f"the PostgreSQL server of {data_dir} is not running")
-    seconds = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    return ServerMark(seconds, _children(pid))
+    with open(os.path.join(data_dir, "postmaster.pid"), encoding="utf-8") as handle:
+        return _mark(int(handle.readline()))
 
 
-def server_cpu_since(data_dir: str, mark: ServerMark, timeout: float = 2.0) -> float:
+def server_cpu_since(mark: ServerMark, timeout: float = 2.0) -> float:
     """CPU the server spent since ``mark``. A client returns before its backend
     has exited, so wait (at most ``timeout``) until every backend started
     since the mark has been reaped: only then is its CPU in the postmaster's."""
-    pid = _postmaster_pid(data_dir)
     deadline = time.monotonic() + timeout
-    while _children(pid) - mark.children and time.monotonic() < deadline:
+    while _children(mark.postmaster) - mark.children and time.monotonic() < deadline:
         time.sleep(0.005)
-    return server_mark(data_dir).cpu_seconds - mark.cpu_seconds
+    return _mark(mark.postmaster).cpu_seconds - mark.cpu_seconds
 
 
 def _database_dir(context: Context) -> str | None:
@@ -262,7 +261,7 @@ def run_shell(command: str, context: Context, keep_stdout: bool = False) -> Shel
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) \
-        + (server_cpu_since(server, mark) if server else 0.0)
+        + (server_cpu_since(mark) if mark else 0.0)
     output = (process.stdout or b"") + process.stderr
     tail = output.decode(errors="replace").strip()[-2000:]
     return ShellResult(process.returncode, seconds, cpu, tail)

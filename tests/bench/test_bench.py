@@ -78,10 +78,11 @@ def test_the_cpu_of_backends_that_served_a_command_is_counted(tmp_path):
         with data.bench_cluster(base, log=quiet) as cluster:
             mark = server_mark(cluster.data_dir)
             cluster.psql("SELECT count(*) FROM generate_series(1, 3000000)")
-            spent = server_cpu_since(cluster.data_dir, mark)
+            spent = server_cpu_since(mark)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     assert spent >= 0.1
+
 
 def test_harness_runs_every_row_and_writes_the_report(data_dir, tmp_path):
     output = tmp_path / "RESULTS.md"
