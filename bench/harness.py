@@ -192,30 +192,21 @@ class ServerMark:
     children: frozenset[int]
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of ``/proc/PID/stat`` after the command name (state first), or
-    None when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
 def _children(pid: int) -> frozenset[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None and int(fields[1]) == pid:
-                found.add(int(entry))
-    return frozenset(found)
+    """The postmaster's children: it has one thread, whose list holds them all."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="utf-8") as handle:
+            return frozenset(int(child) for child in handle.read().split())
+    except FileNotFoundError:
+        return frozenset()
 
 
 def _mark(postmaster: int) -> ServerMark:
-    fields = _stat_fields(postmaster)
-    if fields is None:
-        raise RuntimeError(f"the PostgreSQL server (pid {postmaster}) is not running")
+    try:
+        with open(f"/proc/{postmaster}/stat", encoding="utf-8") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        raise RuntimeError(f"the PostgreSQL server (pid {postmaster}) is not running") from None
     seconds = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return ServerMark(postmaster, seconds, _children(postmaster))
 
