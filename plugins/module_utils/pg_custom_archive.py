@@ -145,16 +145,28 @@ def _data_blocks(reader: _Reader, size: int) -> dict[int, int]:
 END_MARKER = CHUNK_HEADER.pack(0, 0)  # the integer 0 that ends a block's chunks
 
 
-def _marker_positions(data, start: int):
-    at = data.find(END_MARKER, start)
-    while at >= 0:
-        yield at
-        at = data.find(END_MARKER, at + 1)
+BLOCK_TYPES = (bytes([BLOCK_DATA]), bytes([BLOCK_BLOBS]))
+
+
+def _block_markers(data, start: int) -> list[int]:
+    """Where an end marker is followed by a block type: the candidates for the
+    start of the next block, in order. A block type byte is rare in COPY text,
+    so memchr skips ahead to each one and few need a look back; a search for
+    the marker itself stops at the zeros of every chunk's length."""
+    found = []
+    for block_type in BLOCK_TYPES:
+        at = data.find(block_type, start + len(END_MARKER))
+        while at >= 0:
+            if data[at - len(END_MARKER):at] == END_MARKER:
+                found.append(at - len(END_MARKER))
+            at = data.find(block_type, at + 1)
+    return sorted(found)
 
 
 class BlockFinder:
-    """Finds the end markers in an archive while it is being written out, a chunk
-    at a time, so that add_data_offsets needs no second pass over the file."""
+    """Finds the end markers that a block follows while an archive is being
+    written out, a chunk at a time, so that add_data_offsets needs no second
+    pass over the file."""
 
     def __init__(self):
         self.positions: set[int] = set()
@@ -162,14 +174,14 @@ class BlockFinder:
         self._written = 0
 
     def feed(self, chunk: bytes) -> None:
-        keep = len(END_MARKER) - 1
-        seam = self._tail + chunk[:keep]  # markers that straddle two chunks
-        for at in _marker_positions(seam, 0):
+        # a block type in the first bytes of a chunk may follow a marker in the tail
+        seam = self._tail + chunk[:len(END_MARKER)]
+        for at in _block_markers(seam, 0):
             self.positions.add(self._written - len(self._tail) + at)
-        for at in _marker_positions(chunk, 0):
+        for at in _block_markers(chunk, 0):
             self.positions.add(self._written + at)
         self._written += len(chunk)
-        self._tail = (self._tail + chunk[-keep:])[-keep:]
+        self._tail = (self._tail + chunk[-len(END_MARKER):])[-len(END_MARKER):]
 
 
 def _data_blocks_by_search(reader: _Reader, size: int, expected,
@@ -224,7 +236,7 @@ def add_data_offsets(path: str, markers: BlockFinder | None = None) -> str:
                 start = reader.position
                 blocks = _data_blocks_by_search(
                     reader, len(data), unset,
-                    sorted(markers.positions) if markers else _marker_positions(data, start))
+                    sorted(markers.positions) if markers else _block_markers(data, start))
                 if blocks is None:
                     reader.position = start
                     blocks = _data_blocks(reader, len(data))

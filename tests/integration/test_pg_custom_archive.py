@@ -49,6 +49,24 @@ def seen_while_written(path, chunk_size: int) -> pg_custom_archive.BlockFinder:
     return finder
 
 
+def blocks_found_by_search(path, positions):
+    """What the search alone makes of ``positions`` (None: unsure, the walk decides)."""
+    data = path.read_bytes()
+    reader = pg_custom_archive._Reader(data)
+    reader.bytes(8)
+    unset, _size = pg_custom_archive._read_toc(reader)
+    return unset, pg_custom_archive._data_blocks_by_search(reader, len(data), unset,
+                                                           sorted(positions))
+
+
+@pytest.mark.parametrize("chunk_size", [3, 4099, 1 << 20, None])
+def test_the_search_sees_every_block_start_whatever_the_chunks(piped, chunk_size):
+    positions = pg_custom_archive._block_markers(piped.read_bytes(), 0) if chunk_size is None \
+        else seen_while_written(piped, chunk_size).positions
+    unset, found = blocks_found_by_search(piped, positions)
+    assert found is not None and set(found) == set(unset) and len(found) == 4
+
+
 @pytest.mark.parametrize("markers", ["searched in the file", "seen in 4099-byte chunks",
                                      "seen in 3-byte chunks"])
 def test_offsets_make_a_piped_archive_restore_in_parallel_equal(cluster, piped, tmp_path,
@@ -104,13 +122,7 @@ def test_large_object_bytes_that_look_like_a_block_start_are_walked_past(cluster
     archive = tmp_path / "tricky.dump"
     archive.write_bytes(run(cluster, "pg_dump", "-Fc", "-Z0", "-d", "tricky").stdout)
     finder = seen_while_written(archive, 1 << 20)
-    with open(archive, "rb") as handle:
-        data = handle.read()
-    reader = pg_custom_archive._Reader(data)
-    reader.bytes(8)
-    unset, _size = pg_custom_archive._read_toc(reader)
-    assert pg_custom_archive._data_blocks_by_search(
-        reader, len(data), unset, sorted(finder.positions)) is None
+    assert blocks_found_by_search(archive, finder.positions)[1] is None
     assert pg_custom_archive.add_data_offsets(str(archive), finder) == \
         "data offsets recorded for 2 tables"
     cluster.psql("create database tricky_restored")
