@@ -347,15 +347,18 @@ def restore_database(vault, connection: Connection, *, selector: str = "latest",
     commands: list[str] = []
     warnings: list[str] = []
     admin = connection.for_database(maintenance_database)
+    into = connection.for_database(restoring)
     try:
-        with Session(admin, bindir) as session:
-            if restore_globals and meta.get("globals"):
-                warnings += apply_globals(vault, ref, manifest, admin, session, bindir,
-                                          commands)
-            owner = _create_database(session, restoring, meta, warnings)
-        into = connection.for_database(restoring)
-        _restore_objects(vault, ref, manifest, into, bindir, jobs=jobs, no_owner=no_owner,
-                         work_dir=work_dir, commands=commands)
+        # The roles and the new database are made while the dump is written out;
+        # leaving the block waits for them, so a failure drops what was made.
+        with ThreadPoolExecutor(1) as beside:
+            prepared = beside.submit(_prepare_database, vault, ref, manifest, admin, bindir,
+                                     restoring, restore_globals)
+            _restore_objects(vault, ref, manifest, into, bindir, jobs=jobs, no_owner=no_owner,
+                             work_dir=work_dir, commands=commands,
+                             database_made=lambda: _merged(prepared.result(), commands,
+                                                           warnings))
+            owner = prepared.result().owner
         checks = compare_tables(into, meta, bindir)
         failed = [check for check in checks if not check.ok]
         if failed:
@@ -418,6 +421,32 @@ def apply_globals(vault, ref, manifest, admin: Connection, session: Session, bin
     return [f"globals: {line.split('ERROR:', 1)[1].strip()}"
             for line in result.stderr.decode(errors="replace").splitlines()
             if "ERROR:" in line]
+
+
+@dataclass
+class _PreparedDatabase:
+    owner: str | None
+    commands: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _prepare_database(vault, ref, manifest, admin: Connection, bindir: str, name: str,
+                      restore_globals: bool) -> _PreparedDatabase:
+    """The backup's missing roles, then the empty database ``name`` to restore into."""
+    meta = manifest["meta"]
+    prepared = _PreparedDatabase(owner=None)
+    with Session(admin, bindir) as session:
+        if restore_globals and meta.get("globals"):
+            prepared.warnings += apply_globals(vault, ref, manifest, admin, session, bindir,
+                                               prepared.commands)
+        prepared.owner = _create_database(session, name, meta, prepared.warnings)
+    return prepared
+
+
+def _merged(prepared: _PreparedDatabase, commands: list[str], warnings: list[str]) -> None:
+    """What preparing the database did goes first, as if it had run first."""
+    commands[:0] = prepared.commands
+    warnings[:0] = prepared.warnings
 
 
 def _create_database(session: Session, name: str, meta: dict, warnings: list[str]) -> str | None:
@@ -535,11 +564,14 @@ def _drop_quietly(admin: Connection, bindir: str, name: str) -> None:
 
 
 def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, jobs: int,
-                     no_owner: bool, work_dir: str | None, commands: list[str]) -> None:
+                     no_owner: bool, work_dir: str | None, commands: list[str],
+                     database_made=lambda: None) -> None:
+    """pg_restore the dump into ``into``; ``database_made`` waits until it exists."""
     names = [entry["name"] for entry in manifest["objects"]]
     options = {"dbname": into.conninfo(), "exit_on_error": True, "no_owner": no_owner,
                "no_privileges": no_owner}
     if DUMP_OBJECT in names and jobs <= 1:
+        database_made()
         argv = PG_RESTORE.argv(bindir, **options)
         commands.append(display(argv) + f" < {DUMP_OBJECT}")
         with vault.open_object(ref, DUMP_OBJECT, manifest) as plain:
@@ -560,6 +592,7 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
                 if name.startswith(DIRECTORY_PREFIX):
                     _materialize(vault, ref, manifest, name,
                                  os.path.join(archive, name[len(DIRECTORY_PREFIX):]))
+        database_made()
         argv = PG_RESTORE.argv(bindir, jobs=max(jobs, 1), archive=archive, **options)
         commands.append(display(argv))
         result = subprocess.run(argv, capture_output=True, env=into.environment(), check=False)

@@ -161,8 +161,9 @@ def test_unknown_database_is_a_clear_error(source, local_vault):
     assert local_vault.list("database") == []
 
 
+@pytest.mark.parametrize("jobs", [1, 2])  # streamed into pg_restore; written out first
 def test_corrupted_dump_leaves_the_current_database_untouched(source, local_vault, fresh,
-                                                              local_settings):
+                                                              local_settings, jobs):
     result = database.backup_database(local_vault, connection(source))
     load_app(fresh)
     fresh.psql("insert into app.users (name) values ('current')", "app")
@@ -177,7 +178,7 @@ def test_corrupted_dump_leaves_the_current_database_untouched(source, local_vaul
             handle.seek(middle)
             handle.write(bytes([byte[0] ^ 0x40]))
     with pytest.raises(IntegrityError):
-        database.restore_database(local_vault, connection(fresh))
+        database.restore_database(local_vault, connection(fresh), jobs=jobs)
     assert fingerprint(fresh) == before and databases(fresh) == names
     assert local_vault.audit.events()[-1]["result"] == "failed"
 
