@@ -167,6 +167,9 @@ def tool_output(argv: Sequence[str], *, env: dict[str, str] | None = None,
                                    stderr=stderr, env=env, bufsize=0)
         try:
             yield process.stdout
+        except BaseException:
+            process.kill()  # nothing will read it: waiting could be long (pg_dump on a lock)
+            raise
         finally:
             process.stdout.close()
             returncode = process.wait()

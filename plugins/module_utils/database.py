@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -164,9 +164,15 @@ def backup_database(vault, connection: Connection, *, type: str = "full",
     started = time.monotonic()
     commands: list[str] = []
     warnings: list[str] = []
-    with Session(connection, bindir) as session:
+    with Session(connection, bindir) as session, contextlib.ExitStack() as dumping:
         session.query("begin isolation level repeatable read read only")
         snapshot = session.value("select pg_export_snapshot()")
+        dump_args = {"schema_only": type == "schema", "snapshot": snapshot,
+                     "dbname": connection.conninfo()}
+        # A streamed dump starts first: pg_dump reads the catalogs while the
+        # manifest's facts are gathered and the repositories are opened.
+        stream = dumping.enter_context(_dump_stream(connection, bindir, dump_args, commands)) \
+            if format == "custom" else None
         meta: dict[str, Any] = session.json(DATABASE_SQL)
         if type == "full":
             # Counted while the dump streams, on one core: parallel workers (and
@@ -178,18 +184,16 @@ def backup_database(vault, connection: Connection, *, type: str = "full",
         meta.update(type=type, format=format, jobs=jobs, label=label,
                     connection=connection.describe(), pg_dump=tool_version(bindir))
         with vault.new_backup(KIND, meta) as backup, ThreadPoolExecutor(1) as beside:
-            # the globals are small: dumped beside the database, not before it
-            globals_dump = beside.submit(_dump_globals, connection, bindir, commands) \
-                if include_globals else None
-            dump_args = {"schema_only": type == "schema", "snapshot": snapshot,
-                         "dbname": connection.conninfo()}
-            if format == "custom":
-                _dump_stream(backup, connection, bindir, dump_args, commands)
+            # the globals are small: dumped and sealed beside the database
+            stored_globals = beside.submit(_backup_globals, backup, connection, bindir,
+                                           commands, warnings) if include_globals else None
+            if stream is not None:
+                backup.add_stream(DUMP_OBJECT, stream)
+                dumping.close()  # pg_dump must have succeeded before the backup is finished
             else:
                 _dump_directory(backup, connection, bindir, dump_args, jobs, work_dir,
                                 commands)
-            backup.meta["globals"] = _store_globals(backup, globals_dump.result(), warnings) \
-                if globals_dump else False
+            backup.meta["globals"] = stored_globals.result() if stored_globals else False
             counted = _received_json(session)
             if type == "full":
                 backup.meta["tables"] = counted
@@ -240,8 +244,10 @@ def _dump_globals(connection: Connection, bindir: str, commands: list[str]) -> _
     return _GlobalsDump(result)
 
 
-def _store_globals(backup, dump: _GlobalsDump, warnings: list[str]) -> bool | str:
-    """Seal what _dump_globals got; the manifest's ``globals`` value."""
+def _backup_globals(backup, connection: Connection, bindir: str, commands: list[str],
+                    warnings: list[str]) -> bool | str:
+    """Dump and seal the globals; the manifest's ``globals`` value."""
+    dump = _dump_globals(connection, bindir, commands)
     if dump.result.returncode != 0:
         warnings.append("the cluster's roles and tablespaces were not backed up: "
                         + dump.result.stderr.decode(errors="replace").strip()[-500:])
@@ -254,13 +260,15 @@ def _store_globals(backup, dump: _GlobalsDump, warnings: list[str]) -> bool | st
     return True
 
 
-def _dump_stream(backup, connection: Connection, bindir: str, dump_args: dict,
-                 commands: list[str]) -> None:
+@contextlib.contextmanager
+def _dump_stream(connection: Connection, bindir: str, dump_args: dict,
+                 commands: list[str]) -> Iterator[BinaryIO]:
+    """pg_dump's custom format, started now, as a stream to seal."""
     argv = PG_DUMP.argv(bindir, format="custom", compress=0, **dump_args)
     commands.append(display(argv))
     with tool_output(argv, env=connection.environment(),
                      what=f"pg_dump of {connection.where()}") as dump:
-        backup.add_stream(DUMP_OBJECT, dump)
+        yield dump
 
 
 def _dump_directory(backup, connection: Connection, bindir: str, dump_args: dict, jobs: int,

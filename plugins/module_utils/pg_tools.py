@@ -313,8 +313,12 @@ class Session:
         message = self._stderr.text() or f"psql exited with {self._process.returncode}"
         raise ExternalCommandError(f"query on {self._where} failed: {message}")
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
+        """End the session; ``abort``: at once, whatever it still runs (the server
+        rolls the transaction back), instead of letting psql finish."""
         if self._process.poll() is None:
+            if abort:
+                self._process.kill()
             with contextlib.suppress(BrokenPipeError):
                 self._process.stdin.close()
             try:
@@ -327,8 +331,8 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, error_type, *exc) -> None:
+        self.close(abort=error_type is not None)
 
 
 def quote_ident(name: str) -> str:

@@ -207,6 +207,33 @@ def test_connected_sessions_block_the_swap_unless_told(source, local_vault, fres
         session.wait()
 
 
+def test_an_unusable_repository_stops_a_waiting_pg_dump(source, local_settings, tmp_path):
+    """pg_dump starts before the repositories are opened; when they fail it is
+    stopped, not waited for (here it waits on a lock another session holds)."""
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    local_settings["repositories"][0]["url"] = str(blocked / "primary")
+    vault = settings.build_vault(local_settings)
+    locker = subprocess.Popen([f"{source.bindir}/psql", "-X", "-d", "app"],
+                              stdin=subprocess.PIPE, env=source.environment())
+    try:
+        locker.stdin.write(b"begin; lock table app.posts in access exclusive mode;\n")
+        locker.stdin.flush()
+        deadline = time.monotonic() + 10
+        while source.psql("select count(*) from pg_locks where mode = 'AccessExclusiveLock' "
+                          "and relation = 'app.posts'::regclass", "app") != "1":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(BackupError, match="not usable"):
+            database.backup_database(vault, connection(source))
+        assert time.monotonic() - started < 10
+    finally:
+        locker.kill()
+        locker.wait()
+    assert vault.list("database") == []
+
+
 def test_server_stopped_mid_dump_stores_nothing(local_vault):
     with TemporaryCluster() as cluster:
         load_app(cluster)
