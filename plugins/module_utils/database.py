@@ -39,7 +39,7 @@ from .errors import (
     SelectorError,
 )
 from .monitoring import monitored
-from .pg_custom_archive import BlockFinder, add_data_offsets
+from .pg_custom_archive import ParallelRestoreArchive
 from .pg_tools import (
     PG_DUMP,
     PG_DUMPALL,
@@ -589,10 +589,11 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
     try:
         if DUMP_OBJECT in names:
             archive = os.path.join(spool, DUMP_OBJECT)
-            markers = BlockFinder()
-            _materialize(vault, ref, manifest, DUMP_OBJECT, archive, markers.feed)
-            # streamed at backup time: without offsets pg_restore -j scans for each table
-            commands.append(f"# {DUMP_OBJECT}: {add_data_offsets(archive, markers)}")
+            with vault.open_object(ref, DUMP_OBJECT, manifest) as plain, \
+                    ParallelRestoreArchive(archive) as out:
+                for chunk in iter(lambda: plain.read(CHUNK), b""):
+                    out.write(chunk)
+                commands.append(f"# {DUMP_OBJECT}: {out.finish()}")
         else:
             archive = os.path.join(spool, "dump")
             os.makedirs(archive)
@@ -605,20 +606,19 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
         commands.append(display(argv))
         result = subprocess.run(argv, capture_output=True, env=into.environment(), check=False)
         if result.returncode != 0:
+            stderr = result.stderr.decode(errors="replace").strip()
+            hint = "; restore with one job to load without FREEZE" if "FREEZE" in stderr else ""
             raise ExternalCommandError(
-                f"pg_restore into {into.where()} failed: "
-                f"{result.stderr.decode(errors='replace').strip()[-2000:]}")
+                f"pg_restore into {into.where()} failed: {stderr[-2000:]}{hint}")
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 
 
-def _materialize(vault, ref, manifest, name: str, path: str, also=None) -> None:
-    """Write an object out to ``path``; ``also`` sees every chunk on the way."""
+def _materialize(vault, ref, manifest, name: str, path: str) -> None:
+    """Write an object out to ``path``."""
     with vault.open_object(ref, name, manifest) as plain, open(path, "wb") as out:
         for chunk in iter(lambda: plain.read(CHUNK), b""):
             out.write(chunk)
-            if also:
-                also(chunk)
 
 
 def _feed(argv: list[str], plain: BinaryIO, into: Connection) -> None:

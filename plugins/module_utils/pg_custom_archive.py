@@ -1,4 +1,5 @@
-"""Data offsets for a pg_dump custom-format archive that was written to a pipe.
+"""A pg_dump custom-format archive that was written to a pipe, made ready for
+``pg_restore -j``: data offsets, and COPY statements that freeze.
 
 A full backup streams ``pg_dump -Fc`` into the repository, so pg_dump cannot
 seek back and record where each table's data starts: every table of contents
@@ -9,6 +10,15 @@ temporary file, a ``BlockFinder`` notes where blocks may start; then
 ``add_data_offsets`` writes their positions into the table of contents, in
 place, as pg_dump would have (walking the blocks one by one only when the
 markers leave a doubt).
+
+``pg_restore -j`` loads each table it has just created in a transaction that
+truncates it first, so its COPY may say FREEZE: the rows are written frozen,
+with their hint bits set and their pages all-visible. Otherwise the first
+scan of each page sets them and writes the page again: the index builds
+that follow (a primary key on 5 million rows took 1.2-1.5 s instead of
+1.4-2.5 s), the row counts of the restore's check, and the application's
+first reads. ``ParallelRestoreArchive`` writes the archive out with its
+table of contents rewritten so, and its data offsets recorded.
 
 The layout is pg_dump's (src/bin/pg_dump/pg_backup_archiver.c WriteHead and
 WriteToc, pg_backup_custom.c): integers are a sign byte and ``intSize``
@@ -22,6 +32,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from dataclasses import dataclass
 
 MAGIC = b"PGDMP"
 CUSTOM_FORMAT = 1
@@ -29,13 +40,18 @@ VERSIONS = {(1, 14)}  # pg_dump 14 and 15; others are left as they are (untested
 OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA = 1, 2, 3
 BLOCK_DATA, BLOCK_BLOBS = 1, 3
 CHUNK_HEADER = struct.Struct("<BI")  # an integer as pg_dump writes it: sign, 4 bytes
-TOC_STRINGS_BEFORE_SECTION = 4  # tableoid, oid, tag, desc
-TOC_STRINGS_AFTER_SECTION = 8  # defn, dropStmt, copyStmt, namespace, tablespace, tableam,
-#                                owner, "false" (with oids)
+TOC_STRINGS_AFTER_COPY = 5  # namespace, tablespace, tableam, owner, "false" (with oids)
+COPY_FROM_STDIN = b" FROM stdin;\n"  # how pg_dump ends every COPY statement
+COPY_FROM_STDIN_FROZEN = b" FROM stdin WITH (FREEZE);\n"
+TABLE_OF_CONTENTS_LIMIT = 256 << 20  # beyond it, an archive is written out as it is
 
 
 class ArchiveLayoutError(Exception):
     """The file is not laid out as this module expects."""
+
+
+class ArchiveEndsEarly(ArchiveLayoutError):
+    """The data ends before what was being read."""
 
 
 class _Reader:
@@ -50,7 +66,7 @@ class _Reader:
     def bytes(self, size: int) -> bytes:
         end = self.position + size
         if end > len(self.data):
-            raise ArchiveLayoutError("the archive ends early")
+            raise ArchiveEndsEarly("the archive ends early")
         data = self.data[self.position:end]
         self.position = end
         return data
@@ -69,13 +85,34 @@ class _Reader:
 
     def skip(self, size: int) -> None:
         if self.position + size > len(self.data):
-            raise ArchiveLayoutError("the archive ends early")
+            raise ArchiveEndsEarly("the archive ends early")
         self.position += size
 
 
-def _read_toc(reader: _Reader) -> tuple[dict[int, int], int]:
-    """Where each entry's offset field is, by dump id (entries whose data is in the
-    archive but whose position is not set); and the size of an offset."""
+@dataclass
+class _TocEntry:
+    dump_id: int
+    desc: bytes | None
+    defn: bytes | None
+    copy_statement: bytes | None
+    copy_statement_at: tuple[int, int]  # where the string is, its length included
+    offset_at: int  # where the offset field is: a state byte, then the offset
+    offset_state: int
+
+
+def _read_start(reader: _Reader) -> None:
+    """Past the magic and the version; ArchiveLayoutError for what this module
+    does not handle (the message says what it is)."""
+    if reader.bytes(len(MAGIC)) != MAGIC:
+        raise ArchiveLayoutError("not a custom-format archive")
+    version = (reader.byte(), reader.byte())
+    reader.byte()  # revision
+    if version not in VERSIONS:
+        raise ArchiveLayoutError(f"archive version {version[0]}.{version[1]}")
+
+
+def _read_toc(reader: _Reader) -> tuple[list[_TocEntry], int]:
+    """The table of contents (the reader is past _read_start); and the size of an offset."""
     reader.int_size, offset_size = reader.byte(), reader.byte()
     if reader.int_size != CHUNK_HEADER.size - 1:
         raise ArchiveLayoutError(f"integers of {reader.int_size} bytes")
@@ -86,25 +123,31 @@ def _read_toc(reader: _Reader) -> tuple[dict[int, int], int]:
         reader.integer()
     for _field in range(3):  # database name, server version, pg_dump version
         reader.string()
-    unset = {}
+    entries = []
     for _entry in range(reader.integer()):
         dump_id = reader.integer()
         reader.integer()  # has a data dumper
-        for _field in range(TOC_STRINGS_BEFORE_SECTION):
+        for _field in range(3):  # tableoid, oid, tag
             reader.string()
+        desc = reader.string()
         reader.integer()  # section
-        for _field in range(TOC_STRINGS_AFTER_SECTION):
+        defn = reader.string()
+        reader.string()  # dropStmt
+        copy_at = reader.position
+        copy_statement = reader.string()
+        copy_statement_at = (copy_at, reader.position)
+        for _field in range(TOC_STRINGS_AFTER_COPY):
             reader.string()
         while reader.string() is not None:  # dependencies, ended by a null string
             pass
-        field_at = reader.position
+        offset_at = reader.position
         state = reader.byte()
         reader.skip(offset_size)
-        if state == OFFSET_NOT_SET:
-            unset[dump_id] = field_at
-        elif state not in (OFFSET_SET, OFFSET_NO_DATA):
+        if state not in (OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA):
             raise ArchiveLayoutError(f"entry {dump_id} has offset state {state}")
-    return unset, offset_size
+        entries.append(_TocEntry(dump_id, desc, defn, copy_statement, copy_statement_at,
+                                 offset_at, state))
+    return entries, offset_size
 
 
 def _skip_chunks(data, position: int) -> int:
@@ -224,13 +267,13 @@ def add_data_offsets(path: str, markers: BlockFinder | None = None) -> str:
         with mmap.mmap(handle.fileno(), 0) as data:
             reader = _Reader(data)
             try:
-                if reader.bytes(len(MAGIC)) != MAGIC:
-                    return "not a custom-format archive: left as it is"
-                version = (reader.byte(), reader.byte())
-                reader.byte()  # revision
-                if version not in VERSIONS:
-                    return f"archive version {version[0]}.{version[1]}: left as it is"
-                unset, offset_size = _read_toc(reader)
+                _read_start(reader)
+            except ArchiveLayoutError as error:
+                return f"{error}: left as it is"
+            try:
+                entries, offset_size = _read_toc(reader)
+                unset = {entry.dump_id: entry.offset_at for entry in entries
+                         if entry.offset_state == OFFSET_NOT_SET}
                 if not unset:
                     return "the archive has its data offsets already"
                 start = reader.position
@@ -249,3 +292,89 @@ def add_data_offsets(path: str, markers: BlockFinder | None = None) -> str:
                     bytes([OFFSET_SET]) + blocks[dump_id].to_bytes(offset_size, "little")
             # no flush: a temporary file, read next through the same page cache
     return f"data offsets recorded for {len(blocks)} tables"
+
+
+def _frozen(entry: _TocEntry) -> bytes | None:
+    """The entry's COPY statement with FREEZE, or None to leave it as it is: only
+    a table's own data (loaded "via the partition root", the rows may go to
+    any partition, and pg_restore does not truncate first)."""
+    statement = entry.copy_statement
+    if entry.desc != b"TABLE DATA" or entry.defn or not statement \
+            or not statement.endswith(COPY_FROM_STDIN):
+        return None
+    return statement[:-len(COPY_FROM_STDIN)] + COPY_FROM_STDIN_FROZEN
+
+
+def freeze_copies(head: bytes) -> tuple[bytes, str]:
+    """``head``, the start of an archive that holds its whole table of contents,
+    with the COPY statements rewritten to freeze; and what was done.
+    ArchiveEndsEarly: the table of contents goes on past ``head``."""
+    reader = _Reader(head)
+    _read_start(reader)
+    entries, _offset_size = _read_toc(reader)
+    pieces, copied_to, frozen = [], 0, 0
+    for entry in entries:
+        statement = _frozen(entry)
+        if statement is None:
+            continue
+        start, end = entry.copy_statement_at
+        pieces += [head[copied_to:start], CHUNK_HEADER.pack(0, len(statement)), statement]
+        copied_to, frozen = end, frozen + 1
+    pieces.append(head[copied_to:])
+    tables = sum(entry.desc == b"TABLE DATA" for entry in entries)
+    return b"".join(pieces), f"COPY FREEZE for {frozen} of {tables} tables"
+
+
+class ParallelRestoreArchive:
+    """Writes a streamed custom-format archive out to ``path`` for ``pg_restore -j``:
+    its COPY statements freeze, and on closing, the data offsets are recorded.
+
+    The start of the archive is held back until its table of contents is
+    complete (a few kilobytes; megabytes for a schema of many thousand tables).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file = open(path, "wb")  # noqa: SIM115 - closed on leaving the block
+        self._finder = BlockFinder()
+        self._head = b""
+        self._rewriting = True
+        self._frozen = "the COPY statements were left as they are"
+
+    def write(self, chunk: bytes) -> None:
+        if self._rewriting:
+            self._head += chunk
+            chunk = self._rewritten_head()
+            if not chunk:
+                return
+        self._file.write(chunk)
+        self._finder.feed(chunk)
+
+    def _rewritten_head(self, at_end: bool = False) -> bytes:
+        """The head, rewritten when its table of contents is whole; b"" to wait for more."""
+        try:
+            data, self._frozen = freeze_copies(self._head)
+        except ArchiveEndsEarly:
+            if not at_end and len(self._head) < TABLE_OF_CONTENTS_LIMIT:
+                return b""
+            data = self._head
+        except ArchiveLayoutError as error:
+            data = self._head
+            self._frozen = f"the COPY statements were left as they are ({error})"
+        self._rewriting, self._head = False, b""
+        return data
+
+    def finish(self) -> str:
+        """Complete the file; what was done to it."""
+        if self._rewriting:
+            rest = self._rewritten_head(at_end=True)
+            self._file.write(rest)
+            self._finder.feed(rest)
+        self._file.close()
+        return f"{add_data_offsets(self.path, self._finder)}; {self._frozen}"
+
+    def __enter__(self) -> ParallelRestoreArchive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()  # already closed by finish, unless something failed

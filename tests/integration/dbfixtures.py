@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from ansible_collections.cosmic.backup.plugins.module_utils.pg_tools import Connection
@@ -71,6 +72,17 @@ def fingerprint(cluster: TemporaryCluster, database: str = "app") -> str:
         "   from app.users u union all"
         " select 'posts', count(*) || md5(string_agg(p::text, '' order by id)) "
         "   from app.posts p) s", database)
+
+
+def frozen_tables(cluster: TemporaryCluster, database: str) -> dict[str, bool]:
+    """Each table with rows: are all its pages all-frozen?"""
+    cluster.psql("create extension if not exists pg_visibility", database)
+    return json.loads(cluster.psql(
+        "select json_object_agg(name, frozen) from (select c.oid::regclass::text as name, "
+        "bool_and(v.all_frozen) as frozen from pg_class c cross join pg_visibility_map(c.oid) v "
+        "where c.relkind = 'r' and c.relnamespace::regnamespace::text "
+        "not in ('pg_catalog', 'information_schema') "
+        "group by 1) t", database))
 
 
 def databases(cluster: TemporaryCluster) -> set[str]:

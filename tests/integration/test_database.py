@@ -26,6 +26,7 @@ from tests.integration.dbfixtures import (
     databases,
     dump_sql,
     fingerprint,
+    frozen_tables,
     load_app,
 )
 
@@ -108,8 +109,10 @@ def test_parallel_directory_format_and_parallel_restore(source, local_vault, fre
 
 def test_parallel_restore_of_a_streamed_custom_dump(source, local_vault, fresh):
     database.backup_database(local_vault, connection(source))
-    database.restore_database(local_vault, connection(fresh), jobs=2)
+    restored = database.restore_database(local_vault, connection(fresh), jobs=2)
     assert dump_sql(fresh, "app") == dump_sql(source, "app")
+    assert "COPY FREEZE for 3 of 3 tables" in " ".join(restored.commands)
+    assert set(frozen_tables(fresh, "app").values()) == {True}
 
 
 def test_latest_skips_schema_backups_of_another_type(source, local_vault):

@@ -11,7 +11,7 @@ from ansible_collections.cosmic.backup.plugins.module_utils.postgres_cluster imp
     TemporaryCluster,
 )
 
-from tests.integration.dbfixtures import dump_sql, load_app
+from tests.integration.dbfixtures import dump_sql, frozen_tables, load_app
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,10 @@ def blocks_found_by_search(path, positions):
     """What the search alone makes of ``positions`` (None: unsure, the walk decides)."""
     data = path.read_bytes()
     reader = pg_custom_archive._Reader(data)
-    reader.bytes(8)
-    unset, _size = pg_custom_archive._read_toc(reader)
+    pg_custom_archive._read_start(reader)
+    entries, _size = pg_custom_archive._read_toc(reader)
+    unset = {entry.dump_id: entry.offset_at for entry in entries
+             if entry.offset_state == pg_custom_archive.OFFSET_NOT_SET}
     return unset, pg_custom_archive._data_blocks_by_search(reader, len(data), unset,
                                                            sorted(positions))
 
@@ -129,3 +131,78 @@ def test_large_object_bytes_that_look_like_a_block_start_are_walked_past(cluster
     run(cluster, "pg_restore", "-j", "2", "--exit-on-error", "-d", "tricky_restored",
         str(archive))
     assert dump_sql(cluster, "tricky_restored") == dump_sql(cluster, "tricky")
+
+
+def written_for_parallel_restore(source, path, chunk_size: int) -> str:
+    data = source.read_bytes()
+    with pg_custom_archive.ParallelRestoreArchive(str(path)) as out:
+        for start in range(0, len(data), chunk_size):
+            out.write(data[start:start + chunk_size])
+        return out.finish()
+
+
+def sql_of(cluster, path) -> list[bytes]:
+    return [line for line in run(cluster, "pg_restore", "-f", "-", str(path)).stdout.split(b"\n")
+            if not line.startswith((b"\\restrict ", b"\\unrestrict "))]  # a random key
+
+
+@pytest.mark.parametrize("chunk_size", [4099, 1 << 20])
+def test_an_archive_written_for_parallel_restore_loads_frozen_rows(cluster, piped, tmp_path,
+                                                                   chunk_size):
+    archive = tmp_path / "for-restore.dump"
+    assert written_for_parallel_restore(piped, archive, chunk_size) == \
+        "data offsets recorded for 4 tables; COPY FREEZE for 3 of 3 tables"
+    assert offset_states(cluster, archive) == offset_states(cluster, piped)
+    # the same SQL, but for FREEZE in each COPY
+    rewritten = sql_of(cluster, archive)
+    assert sum(b" FROM stdin WITH (FREEZE);" in line for line in rewritten) == 3
+    assert [line.replace(b" WITH (FREEZE);", b";") for line in rewritten] == sql_of(cluster, piped)
+    target = f"frozen_{chunk_size}"
+    cluster.psql(f"create database {target}")
+    run(cluster, "pg_restore", "-j", "2", "--exit-on-error", "-d", target, str(archive))
+    assert dump_sql(cluster, target) == dump_sql(cluster, "app")
+    assert frozen_tables(cluster, target) == {
+        '"Odd Name|x"': True, "app.posts": True, "app.users": True}
+    # pg_restore with one job does not truncate first: that is why only -j gets FREEZE
+    cluster.psql(f"create database {target}_one_job")
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        run(cluster, "pg_restore", "--exit-on-error", "-d", f"{target}_one_job", str(archive))
+    assert b"COPY FREEZE" in failure.value.stderr
+
+
+def test_data_loaded_through_a_partition_root_is_not_frozen(cluster, tmp_path):
+    """pg_dump loads a table hash-partitioned on an enum through its root (the
+    hash of an enum differs between clusters): such a COPY may not freeze."""
+    cluster.psql("create database parts")
+    cluster.psql("create type mood as enum ('sad', 'ok', 'happy');"
+                 "create table feel (m mood, n int) partition by hash (m);"
+                 "create table feel_0 partition of feel for values with (modulus 2, remainder 0);"
+                 "create table feel_1 partition of feel for values with (modulus 2, remainder 1);"
+                 "insert into feel select (array['sad', 'ok', 'happy'])[1 + i % 3]::mood, i "
+                 "from generate_series(1, 300) i;"
+                 "create table plain (k int primary key); insert into plain values (1), (2);",
+                 "parts")
+    piped = tmp_path / "parts.dump"
+    piped.write_bytes(run(cluster, "pg_dump", "-Fc", "-Z0", "-d", "parts").stdout)
+    archive = tmp_path / "parts-for-restore.dump"
+    assert written_for_parallel_restore(piped, archive, 1 << 20) == \
+        "data offsets recorded for 3 tables; COPY FREEZE for 1 of 3 tables"
+    cluster.psql("create database parts_restored")
+    run(cluster, "pg_restore", "-j", "2", "--exit-on-error", "-d", "parts_restored", str(archive))
+    # rows may land in the other partition: the hash of an enum is its new oid's
+    every_row = "select json_agg(f order by n) from feel f"
+    assert cluster.psql(every_row, "parts_restored") == cluster.psql(every_row, "parts")
+    assert frozen_tables(cluster, "parts_restored")["plain"] is True
+
+
+@pytest.mark.parametrize("damage", ["not an archive", "truncated in its table of contents"])
+def test_an_unexpected_start_is_written_out_as_it_is(piped, tmp_path, damage):
+    data = piped.read_bytes()
+    damaged = {"not an archive": b"-- SQL\n" + data,
+               "truncated in its table of contents": data[:2000]}[damage]
+    source = tmp_path / "damaged.dump"
+    source.write_bytes(damaged)
+    archive = tmp_path / "written.dump"
+    outcome = written_for_parallel_restore(source, archive, 4099)
+    assert "left as it is" in outcome and "COPY FREEZE" not in outcome
+    assert archive.read_bytes() == damaged
