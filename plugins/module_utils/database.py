@@ -59,7 +59,8 @@ FORMATS = ("custom", "directory")
 DUMP_OBJECT = "database.dump"
 DIRECTORY_PREFIX = "database.dir/"
 GLOBALS_OBJECT = "globals.sql"
-CHUNK = 4 << 20
+MIB = 1 << 20
+CHUNK = 4 * MIB
 MAX_IDENTIFIER = 63
 
 # Tables whose rows a dump carries: ordinary tables outside the system schemas
@@ -363,7 +364,7 @@ def restore_database(vault, connection: Connection, *, selector: str = "latest",
             prepared = beside.submit(_prepare_database, vault, ref, manifest, admin, bindir,
                                      restoring, restore_globals)
             _restore_objects(vault, ref, manifest, into, bindir, jobs=jobs, no_owner=no_owner,
-                             work_dir=work_dir, commands=commands,
+                             work_dir=work_dir, commands=commands, warnings=warnings,
                              database_made=lambda: _merged(prepared.result(), commands,
                                                            warnings))
             owner = prepared.result().owner
@@ -573,11 +574,15 @@ def _drop_quietly(admin: Connection, bindir: str, name: str) -> None:
 
 def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, jobs: int,
                      no_owner: bool, work_dir: str | None, commands: list[str],
-                     database_made=lambda: None) -> None:
+                     warnings: list[str], database_made=lambda: None) -> None:
     """pg_restore the dump into ``into``; ``database_made`` waits until it exists."""
     names = [entry["name"] for entry in manifest["objects"]]
     options = {"dbname": into.conninfo(), "exit_on_error": True, "no_owner": no_owner,
                "no_privileges": no_owner}
+    if DUMP_OBJECT in names and jobs > 1 and not _room_to_write_out(manifest, work_dir):
+        warnings.append(f"{_no_room(manifest, work_dir)}: restored with one job, streamed "
+                        "into pg_restore; set work_dir to a larger filesystem for parallel jobs")
+        jobs = 1
     if DUMP_OBJECT in names and jobs <= 1:
         database_made()
         argv = PG_RESTORE.argv(bindir, **options)
@@ -585,6 +590,10 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
         with vault.open_object(ref, DUMP_OBJECT, manifest) as plain:
             _feed(argv, plain, into)
         return
+    if not _room_to_write_out(manifest, work_dir):
+        raise ConfigError(f"{_no_room(manifest, work_dir)}: a directory-format dump is "
+                          "written out before pg_restore reads it; set work_dir to a "
+                          "larger filesystem")
     spool = tempfile.mkdtemp(prefix="cosmic-restore-", dir=work_dir)
     try:
         if DUMP_OBJECT in names:
@@ -612,6 +621,23 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
                 f"pg_restore into {into.where()} failed: {stderr[-2000:]}{hint}")
     finally:
         shutil.rmtree(spool, ignore_errors=True)
+
+
+def _dump_size(manifest) -> int:
+    return sum(entry["size"] for entry in manifest["objects"]
+               if entry["name"] == DUMP_OBJECT or entry["name"].startswith(DIRECTORY_PREFIX))
+
+
+def _room_to_write_out(manifest, work_dir: str | None) -> bool:
+    """Whether the dump fits where a parallel restore writes it out (with 5% to spare)."""
+    free = shutil.disk_usage(work_dir or tempfile.gettempdir()).free
+    return _dump_size(manifest) * 1.05 <= free
+
+
+def _no_room(manifest, work_dir: str | None) -> str:
+    scratch = work_dir or tempfile.gettempdir()
+    return (f"{scratch} has {shutil.disk_usage(scratch).free / MIB:,.0f} MiB free, the dump "
+            f"is {_dump_size(manifest) / MIB:,.0f} MiB")
 
 
 def _materialize(vault, ref, manifest, name: str, path: str) -> None:
@@ -732,10 +758,12 @@ def check_logical_backup(vault, ref: BackupRef, manifest: dict, *, jobs: int = 1
                     checks.append(Check("globals", True, "; ".join(problems)))
                 _create_database(session, name, meta, [])
             into = server.for_database(name)
+            warnings: list[str] = []
             _restore_objects(vault, ref, manifest, into, cluster.bindir, jobs=jobs,
-                             no_owner=False, work_dir=base, commands=[])
+                             no_owner=False, work_dir=base, commands=[], warnings=warnings)
             checks.append(Check("restore", True,
-                                f"into a throwaway PostgreSQL {cluster.port}"))
+                                "; ".join([f"into a throwaway PostgreSQL {cluster.port}",
+                                           *warnings])))
         except BackupError as error:
             checks.append(Check("restore", False, str(error)))
         else:

@@ -54,7 +54,12 @@ options:
         O(method=point_in_time).
     type: str
   jobs:
-    description: Parallel restore jobs (more than 1 stages the dump under O(work_dir)).
+    description:
+      - Parallel restore jobs for O(method=logical).
+      - More than 1 writes the dump out under O(work_dir) first, and each table loads with
+        C(COPY FREEZE), so it needs no second write when it is first read. A custom-format
+        dump that does not fit there is streamed into C(pg_restore) with one job instead,
+        with a warning.
     type: int
     default: 1
   restore_globals:
@@ -75,7 +80,7 @@ options:
     type: str
     default: postgres
   work_dir:
-    description: Scratch space for parallel restores.
+    description: Scratch space for parallel restores (the system's temporary directory if unset).
     type: path
   data_directory:
     description: The cluster's data directory (O(method=point_in_time)).

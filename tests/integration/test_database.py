@@ -115,6 +115,40 @@ def test_parallel_restore_of_a_streamed_custom_dump(source, local_vault, fresh):
     assert set(frozen_tables(fresh, "app").values()) == {True}
 
 
+@pytest.fixture
+def small_scratch(tmp_path):
+    """A 256 KiB filesystem: too small to write the app's dump out."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(scratch)],
+                   check=True)
+    yield scratch
+    subprocess.run(["umount", str(scratch)], check=True)
+
+
+def test_parallel_restore_without_room_to_write_out_streams_with_one_job(
+        source, local_vault, fresh, small_scratch):
+    backup = database.backup_database(local_vault, connection(source))
+    assert backup.size > 2 * 256 * 1024
+    restored = database.restore_database(local_vault, connection(fresh), jobs=2,
+                                         work_dir=str(small_scratch))
+    assert dump_sql(fresh, "app") == dump_sql(source, "app")
+    assert [w for w in restored.warnings if "restored with one job" in w and
+            str(small_scratch) in w]
+    assert any(command.endswith(f"< {database.DUMP_OBJECT}") for command in restored.commands)
+
+
+def test_directory_dump_without_room_to_write_out_is_a_clear_error(
+        source, local_vault, fresh, small_scratch):
+    database.backup_database(local_vault, connection(source), format="directory", jobs=2)
+    load_app(fresh)
+    before, names = fingerprint(fresh), databases(fresh)
+    with pytest.raises(BackupError, match="set work_dir to a larger filesystem"):
+        database.restore_database(local_vault, connection(fresh), jobs=2,
+                                  work_dir=str(small_scratch))
+    assert fingerprint(fresh) == before and databases(fresh) == names
+
+
 def test_latest_skips_schema_backups_of_another_type(source, local_vault):
     full = database.backup_database(local_vault, connection(source))
     database.backup_database(local_vault, connection(source), type="schema")
