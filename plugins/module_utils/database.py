@@ -579,7 +579,8 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
     names = [entry["name"] for entry in manifest["objects"]]
     options = {"dbname": into.conninfo(), "exit_on_error": True, "no_owner": no_owner,
                "no_privileges": no_owner}
-    if DUMP_OBJECT in names and jobs > 1 and not _room_to_write_out(manifest, work_dir):
+    room = _room_to_write_out(manifest, work_dir)
+    if DUMP_OBJECT in names and jobs > 1 and not room:
         warnings.append(f"{_no_room(manifest, work_dir)}: restored with one job, streamed "
                         "into pg_restore; set work_dir to a larger filesystem for parallel jobs")
         jobs = 1
@@ -590,7 +591,7 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
         with vault.open_object(ref, DUMP_OBJECT, manifest) as plain:
             _feed(argv, plain, into)
         return
-    if not _room_to_write_out(manifest, work_dir):
+    if not room:
         raise ConfigError(f"{_no_room(manifest, work_dir)}: a directory-format dump is "
                           "written out before pg_restore reads it; set work_dir to a "
                           "larger filesystem")
