@@ -153,7 +153,11 @@ def backup_database(vault, connection: Connection, *, type: str = "full",
                     format: str = "custom", jobs: int = 1, include_globals: bool = True,
                     work_dir: str | None = None, bindir: str | None = None,
                     label: str | None = None) -> DatabaseBackupResult:
-    """Take a full or schema-only logical backup of one database into the vault."""
+    """Take a full or schema-only logical backup of one database into the vault.
+
+    ``vault`` may also be a function that makes it, called once pg_dump has
+    started: the CLI loads the repositories and their libraries meanwhile.
+    """
     if type not in LOGICAL_TYPES:
         raise ConfigError(f"unknown logical backup type {type!r}: use full or schema")
     if format not in FORMATS:
@@ -184,6 +188,7 @@ def backup_database(vault, connection: Connection, *, type: str = "full",
             session.send(TABLE_NAMES_SQL)
         meta.update(type=type, format=format, jobs=jobs, label=label,
                     connection=connection.describe(), pg_dump=tool_version(bindir))
+        vault = vault() if callable(vault) else vault
         with vault.new_backup(KIND, meta) as backup, ThreadPoolExecutor(1) as beside:
             # the globals are small: dumped and sealed beside the database
             stored_globals = beside.submit(_backup_globals, backup, connection, bindir,

@@ -37,17 +37,21 @@ def _finish(result: dict, warnings: list[str], args) -> int:
 
 
 def command_database_backup(args) -> int:
-    from . import database, pitr
-
-    vault = build_vault(load_settings(args.config))
     if args.type == "base":
-        base = pitr.base_backup(vault, _connection(args), label=args.label)
+        from . import pitr
+
+        base = pitr.base_backup(build_vault(load_settings(args.config)), _connection(args),
+                                label=args.label)
         return _finish({"backup_id": base.backup_id, "type": "base", "size": base.size,
                         "stored_size": base.stored_size, "duration": round(base.duration, 3),
                         "start_wal_segment": base.meta["start_wal_segment"]},
                        base.warnings, args)
-    dump = database.backup_database(vault, _connection(args), type=args.type,
-                                    format=args.format, jobs=args.jobs, label=args.label)
+    from . import database
+
+    # The vault is made once pg_dump has started: its libraries load meanwhile.
+    dump = database.backup_database(lambda: build_vault(load_settings(args.config)),
+                                    _connection(args), type=args.type, format=args.format,
+                                    jobs=args.jobs, label=args.label)
     return _finish({"backup_id": dump.backup_id, "type": dump.type, "database": dump.database,
                     "size": dump.size, "stored_size": dump.stored_size, "tables": dump.tables,
                     "rows": dump.rows, "duration": round(dump.duration, 3)},

@@ -352,6 +352,23 @@ def test_host_cli_backs_up_and_restores(source, local_settings, fresh, tmp_path)
     assert dump_sql(fresh, "app") == dump_sql(source, "app")
 
 
+def test_host_cli_with_a_missing_settings_file_stops_its_pg_dump(source, tmp_path):
+    """The CLI starts pg_dump before it reads the settings: a bad file still ends
+    in a clear error, with pg_dump stopped and nothing stored."""
+    cli = str(database.__file__).rsplit("/plugins/", 1)[0] + "/bin/cosmic-backup"
+    missing = tmp_path / "missing.yml"
+    backup = subprocess.run([cli, "--config", str(missing), "database-backup", "--host",
+                             "127.0.0.1", "--port", str(source.port), "--user", "postgres",
+                             "--database", "app"], capture_output=True, text=True, timeout=60)
+    assert backup.returncode == 2
+    assert f"settings file {missing} does not exist" in backup.stderr
+    deadline = time.monotonic() + 10
+    while source.psql("select count(*) from pg_stat_activity "
+                      "where application_name in ('pg_dump', 'cosmic-backup')") != "0":
+        assert time.monotonic() < deadline, "pg_dump or the snapshot session is still connected"
+        time.sleep(0.05)
+
+
 def test_database_settings_come_back(local_vault, fresh):
     """ALTER DATABASE ... SET is not in a pg_dump without --create: the restore reapplies it."""
     settings_sql = ("select array_to_string(setconfig, ' | ') from pg_db_role_setting "
