@@ -327,7 +327,7 @@ def freeze_copies(head: bytes) -> tuple[bytes, str]:
 
 class ParallelRestoreArchive:
     """Writes a streamed custom-format archive out to ``path`` for ``pg_restore -j``:
-    its COPY statements freeze, and on closing, the data offsets are recorded.
+    its COPY statements freeze, and finish() records the data offsets.
 
     The start of the archive is held back until its table of contents is
     complete (a few kilobytes; megabytes for a schema of many thousand tables).
