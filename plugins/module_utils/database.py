@@ -584,10 +584,10 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
     names = [entry["name"] for entry in manifest["objects"]]
     options = {"dbname": into.conninfo(), "exit_on_error": True, "no_owner": no_owner,
                "no_privileges": no_owner}
-    room = _room_to_write_out(manifest, work_dir)
-    if DUMP_OBJECT in names and jobs > 1 and not room:
-        warnings.append(f"{_no_room(manifest, work_dir)}: restored with one job, streamed "
-                        "into pg_restore; set work_dir to a larger filesystem for parallel jobs")
+    no_room = _short_of_room(manifest, work_dir)
+    if DUMP_OBJECT in names and jobs > 1 and no_room:
+        warnings.append(f"{no_room}: restored with one job, streamed into pg_restore; "
+                        "set work_dir to a larger filesystem for parallel jobs")
         jobs = 1
     if DUMP_OBJECT in names and jobs <= 1:
         database_made()
@@ -596,10 +596,9 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
         with vault.open_object(ref, DUMP_OBJECT, manifest) as plain:
             _feed(argv, plain, into)
         return
-    if not room:
-        raise ConfigError(f"{_no_room(manifest, work_dir)}: a directory-format dump is "
-                          "written out before pg_restore reads it; set work_dir to a "
-                          "larger filesystem")
+    if no_room:
+        raise ConfigError(f"{no_room}: a directory-format dump is written out before "
+                          "pg_restore reads it; set work_dir to a larger filesystem")
     spool = tempfile.mkdtemp(prefix="cosmic-restore-", dir=work_dir)
     try:
         if DUMP_OBJECT in names:
@@ -629,21 +628,16 @@ def _restore_objects(vault, ref, manifest, into: Connection, bindir: str, *, job
         shutil.rmtree(spool, ignore_errors=True)
 
 
-def _dump_size(manifest) -> int:
-    return sum(entry["size"] for entry in manifest["objects"]
-               if entry["name"] == DUMP_OBJECT or entry["name"].startswith(DIRECTORY_PREFIX))
-
-
-def _room_to_write_out(manifest, work_dir: str | None) -> bool:
-    """Whether the dump fits where a parallel restore writes it out (with 5% to spare)."""
-    free = shutil.disk_usage(work_dir or tempfile.gettempdir()).free
-    return _dump_size(manifest) * 1.05 <= free
-
-
-def _no_room(manifest, work_dir: str | None) -> str:
+def _short_of_room(manifest, work_dir: str | None) -> str | None:
+    """Why the dump does not fit where a parallel restore writes it out (it needs
+    its size and 5% to spare), or None when it fits."""
     scratch = work_dir or tempfile.gettempdir()
-    return (f"{scratch} has {shutil.disk_usage(scratch).free / MIB:,.0f} MiB free, the dump "
-            f"is {_dump_size(manifest) / MIB:,.0f} MiB")
+    free = shutil.disk_usage(scratch).free
+    size = sum(entry["size"] for entry in manifest["objects"]
+               if entry["name"] == DUMP_OBJECT or entry["name"].startswith(DIRECTORY_PREFIX))
+    if size * 1.05 <= free:
+        return None
+    return f"{scratch} has {free / MIB:,.0f} MiB free, the dump is {size / MIB:,.0f} MiB"
 
 
 def _materialize(vault, ref, manifest, name: str, path: str) -> None:

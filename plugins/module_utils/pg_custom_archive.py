@@ -345,10 +345,12 @@ class ParallelRestoreArchive:
         if self._rewriting:
             self._head += chunk
             chunk = self._rewritten_head()
-            if not chunk:
-                return
-        self._file.write(chunk)
-        self._finder.feed(chunk)
+        self._put(chunk)
+
+    def _put(self, data: bytes) -> None:
+        if data:
+            self._file.write(data)
+            self._finder.feed(data)
 
     def _rewritten_head(self, at_end: bool = False) -> bytes:
         """The head, rewritten when its table of contents is whole; b"" to wait for more."""
@@ -367,9 +369,7 @@ class ParallelRestoreArchive:
     def finish(self) -> str:
         """Complete the file; what was done to it."""
         if self._rewriting:
-            rest = self._rewritten_head(at_end=True)
-            self._file.write(rest)
-            self._finder.feed(rest)
+            self._put(self._rewritten_head(at_end=True))
         self._file.close()
         return f"{add_data_offsets(self.path, self._finder)}; {self._frozen}"
 
